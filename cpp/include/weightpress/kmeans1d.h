@@ -1,0 +1,40 @@
+// Exact weighted 1-D k-means (minimum weighted sum of squared errors).
+//
+// Contract
+//   x[0..n)  strictly increasing values; w[0..n) positive weights (counts or importance).
+//   k        number of clusters, 1 <= k <= n.
+// Output
+//   starts[0..k]    cluster c holds x[starts[c] .. starts[c+1]); starts[0] = 0, starts[k] = n.
+//   centroids[0..k) weighted means, ascending.
+//   sse_by_k[0..k)  (optional) optimal objective with 1, 2, ..., k clusters.
+//
+// Arithmetic follows coremltools' bundled kmeans1d (Grønlund et al. 2017 DP) so that the
+// same partition and bit-identical centroids come out wherever the optimum is unique:
+//   prefix sums  cw += w, cs += w*x, cs2 += (w*x)*x, each accumulated in double;
+//   interval cost(j, i) with W = cw[i+1]-cw[j], S = cs[i+1]-cs[j], mu = S/W:
+//                r = cs2[i+1]-cs2[j]; r += W*(mu*mu); r -= (2*mu)*S;
+//   ties between split points go to the leftmost (smallest) split;
+//   centroid of [t, e): c = 0; for i in [t, e): c += ((x[i]-c) * (cw[i+1]-cw[i])) / (cw[i+1]-cw[t]).
+// The DP itself is ours: per cluster count a divide-and-conquer over the monotone
+// argmin (Monge cost), bounded below by the previous layer's split.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace weightpress {
+
+// Reusable buffers; one per worker thread avoids allocation per group.
+struct KMeans1DScratch {
+    std::vector<double> cw, cs, cs2;   // prefix sums, size n+1
+    std::vector<double> prev, cur;     // DP rows
+    std::vector<std::uint32_t> split;  // k x n argmin table (start of the last cluster)
+    std::vector<double> candidates;    // inner-loop values
+};
+
+void kmeans1d_optimal(const double* x, const double* w, std::size_t n, std::size_t k,
+                      std::uint32_t* starts, double* centroids, KMeans1DScratch& scratch,
+                      double* sse_by_k = nullptr);
+
+}  // namespace weightpress

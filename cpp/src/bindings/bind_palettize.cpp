@@ -1,0 +1,93 @@
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+
+#include "bindings.h"
+#include "weightpress/half.h"
+#include "weightpress/palettize.h"
+
+namespace py = pybind11;
+
+namespace weightpress::bindings {
+namespace {
+
+using F64 = py::array_t<double, py::array::c_style | py::array::forcecast>;
+using U16 = py::array_t<std::uint16_t, py::array::c_style>;
+using F32 = py::array_t<float, py::array::c_style>;
+
+// data is [groups, group_len]: fp16 as its uint16 bit patterns, or float32.
+py::tuple palettize_scalar(py::array data, std::optional<F64> importance, int nbits, int threads) {
+    if (data.ndim() != 2) throw py::value_error("palettize: expected a [groups, group_len] array");
+    const std::size_t groups = data.shape(0), len = data.shape(1);
+    if (importance && (importance->ndim() != 2 || static_cast<std::size_t>(importance->shape(0)) != groups ||
+                       static_cast<std::size_t>(importance->shape(1)) != len))
+        throw py::value_error("palettize: importance must have the data's shape");
+    const std::size_t K = std::size_t(1) << nbits;
+    F64 centroids({groups, K});
+    py::array_t<std::uint8_t> indices({groups, len});
+    F64 objective(groups), sse(groups);
+    py::array_t<std::int32_t> clusters(groups);
+    ScalarPalettizeOutput out{centroids.mutable_data(), indices.mutable_data(), objective.mutable_data(),
+                              sse.mutable_data(), clusters.mutable_data()};
+    const double* imp = importance ? importance->data() : nullptr;
+    if (py::isinstance<U16>(data) && data.dtype().itemsize() == 2) {
+        U16 bits = data.cast<U16>();
+        const std::uint16_t* p = bits.data();
+        py::gil_scoped_release release;
+        palettize_scalar_f16(p, imp, groups, len, nbits, threads, out);
+    } else if (py::isinstance<F32>(data)) {
+        F32 values = data.cast<F32>();
+        const float* p = values.data();
+        py::gil_scoped_release release;
+        palettize_scalar_f32(p, imp, groups, len, nbits, threads, out);
+    } else {
+        throw py::type_error("palettize: expected uint16 (fp16 bits) or float32 data");
+    }
+    return py::make_tuple(centroids, indices, objective, sse, clusters);
+}
+
+F64 sse_curve(py::array data, std::optional<F64> importance, int max_clusters, int threads) {
+    if (data.ndim() != 2) throw py::value_error("sse_curve: expected a [groups, group_len] array");
+    const std::size_t groups = data.shape(0), len = data.shape(1);
+    F64 curve({groups, static_cast<std::size_t>(max_clusters)});
+    double* c = curve.mutable_data();
+    const double* imp = importance ? importance->data() : nullptr;
+    if (py::isinstance<U16>(data) && data.dtype().itemsize() == 2) {
+        U16 bits = data.cast<U16>();
+        const std::uint16_t* p = bits.data();
+        py::gil_scoped_release release;
+        sse_curve_f16(p, imp, groups, len, max_clusters, threads, c);
+    } else if (py::isinstance<F32>(data)) {
+        F32 values = data.cast<F32>();
+        const float* p = values.data();
+        py::gil_scoped_release release;
+        sse_curve_f32(p, imp, groups, len, max_clusters, threads, c);
+    } else {
+        throw py::type_error("sse_curve: expected uint16 (fp16 bits) or float32 data");
+    }
+    return curve;
+}
+
+}  // namespace
+
+void register_palettize(py::module_& m) {
+    m.def("palettize_scalar", &palettize_scalar, py::arg("data"), py::arg("importance"), py::arg("nbits"),
+          py::arg("threads") = 0,
+          "Optimal scalar k-means per group -> (centroids f64 [G,K], indices u8 [G,L], objective [G], "
+          "sse [G], clusters [G])");
+    m.def("sse_curve", &sse_curve, py::arg("data"), py::arg("importance"), py::arg("max_clusters"),
+          py::arg("threads") = 0);
+    m.def(
+        "half_from_double",
+        [](F64 values) {
+            py::array_t<std::uint16_t> out(values.size());
+            const double* in = values.data();
+            std::uint16_t* o = out.mutable_data();
+            for (py::ssize_t i = 0; i < values.size(); ++i) o[i] = half_from_double(in[i]);
+            return out;
+        },
+        "Round float64 values to fp16 bit patterns (round to nearest even); for tests.");
+}
+
+}  // namespace weightpress::bindings

@@ -1,0 +1,7 @@
+#include "bindings.h"
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "weightpress C++ kernels (marshalling only; see python/weightpress for the API)";
+    weightpress::bindings::register_palettize(m);
+    weightpress::bindings::register_pack(m);
+}

@@ -1,0 +1,145 @@
+#include "weightpress/kmeans1d.h"
+
+#include <algorithm>
+#include <limits>
+
+namespace weightpress {
+namespace {
+
+struct PrefixCost {
+    const double* cw;
+    const double* cs;
+    const double* cs2;
+
+    // Cost of one cluster over sorted indices [j, i] (inclusive), j <= i.
+    inline double operator()(std::size_t j, std::size_t i) const {
+        const double weight = cw[i + 1] - cw[j];
+        const double sum = cs[i + 1] - cs[j];
+        const double mu = sum / weight;
+        double r = cs2[i + 1] - cs2[j];
+        r += weight * (mu * mu);
+        r -= (2 * mu) * sum;
+        return r;
+    }
+};
+
+// One DP layer: cur[i] = min_{j in [lo_j, i]} prev[j-1] + cost(j, i) for rows i in
+// [row_lo, row_hi], with the leftmost argmin stored in split_row[i].
+class Layer {
+  public:
+    Layer(const PrefixCost& cost, const double* prev, double* cur, std::uint32_t* split_row,
+          const std::uint32_t* lower_bound, std::size_t min_split, std::vector<double>& buf)
+        : cost_(cost), prev_(prev), cur_(cur), split_(split_row), lower_(lower_bound),
+          min_split_(min_split), buf_(buf) {}
+
+    // Rows [lo, hi] whose argmins are known to lie in [opt_lo, opt_hi].
+    void solve(std::size_t lo, std::size_t hi, std::size_t opt_lo, std::size_t opt_hi) {
+        while (lo <= hi) {
+            const std::size_t mid = lo + (hi - lo) / 2;
+            std::size_t a = std::max(opt_lo, min_split_);
+            if (lower_) a = std::max<std::size_t>(a, lower_[mid]);
+            const std::size_t b = std::min(opt_hi, mid);
+            if (a > b) a = b;  // only possible through rounding noise in the bounds
+            const std::size_t best = argmin(mid, a, b);
+            if (mid > lo) solve(lo, mid - 1, opt_lo, best);
+            lo = mid + 1;
+            opt_lo = best;
+        }
+    }
+
+  private:
+    // Leftmost j in [a, b] minimising prev[j-1] + cost(j, i). Values are computed in a
+    // separate pass so the compiler can vectorise the divisions.
+    std::size_t argmin(std::size_t i, std::size_t a, std::size_t b) {
+        const std::size_t m = b - a + 1;
+        if (buf_.size() < m) buf_.resize(m);
+        double* vals = buf_.data();
+        const double cw_end = cost_.cw[i + 1], cs_end = cost_.cs[i + 1], cs2_end = cost_.cs2[i + 1];
+        const double* cw = cost_.cw + a;
+        const double* cs = cost_.cs + a;
+        const double* cs2 = cost_.cs2 + a;
+        const double* pv = prev_ + a - 1;
+        for (std::size_t t = 0; t < m; ++t) {
+            const double weight = cw_end - cw[t];
+            const double sum = cs_end - cs[t];
+            const double mu = sum / weight;
+            double r = cs2_end - cs2[t];
+            r += weight * (mu * mu);
+            r -= (2 * mu) * sum;
+            vals[t] = pv[t] + r;
+        }
+        std::size_t best = 0;
+        double best_val = vals[0];
+        for (std::size_t t = 1; t < m; ++t) {
+            if (vals[t] < best_val) {
+                best_val = vals[t];
+                best = t;
+            }
+        }
+        cur_[i] = best_val;
+        split_[i] = static_cast<std::uint32_t>(a + best);
+        return a + best;
+    }
+
+    const PrefixCost& cost_;
+    const double* prev_;
+    double* cur_;
+    std::uint32_t* split_;
+    const std::uint32_t* lower_;
+    std::size_t min_split_;
+    std::vector<double>& buf_;
+};
+
+}  // namespace
+
+void kmeans1d_optimal(const double* x, const double* w, std::size_t n, std::size_t k,
+                      std::uint32_t* starts, double* centroids, KMeans1DScratch& s,
+                      double* sse_by_k) {
+    s.cw.resize(n + 1);
+    s.cs.resize(n + 1);
+    s.cs2.resize(n + 1);
+    s.cw[0] = s.cs[0] = s.cs2[0] = 0.0;
+    for (std::size_t i = 0; i < n; ++i) {
+        const double wx = w[i] * x[i];
+        s.cw[i + 1] = w[i] + s.cw[i];
+        s.cs[i + 1] = wx + s.cs[i];
+        s.cs2[i + 1] = wx * x[i] + s.cs2[i];
+    }
+    const PrefixCost cost{s.cw.data(), s.cs.data(), s.cs2.data()};
+
+    s.prev.resize(n);
+    s.cur.resize(n);
+    s.split.resize(k * n);
+    // Layer 0: one cluster over [0, i].
+    for (std::size_t i = 0; i < n; ++i) s.prev[i] = cost(0, i);
+    if (sse_by_k) sse_by_k[0] = s.prev[n - 1];
+
+    // Layer c (c+1 clusters): row i needs c non-empty clusters on [0, j), so j >= c and
+    // i >= c. Every row up to n-1 is kept because the next layer reads this layer's
+    // splits as lower bounds; the last layer needs row n-1 only.
+    for (std::size_t c = 1; c < k; ++c) {
+        std::uint32_t* split_row = s.split.data() + c * n;
+        const std::uint32_t* lower = c >= 2 ? s.split.data() + (c - 1) * n : nullptr;
+        const std::size_t row_lo = (c == k - 1 && !sse_by_k) ? n - 1 : c;
+        const std::size_t row_hi = n - 1;
+        Layer layer(cost, s.prev.data(), s.cur.data(), split_row, lower, c, s.candidates);
+        layer.solve(row_lo, row_hi, c, row_hi);
+        if (sse_by_k) sse_by_k[c] = s.cur[n - 1];
+        std::swap(s.prev, s.cur);
+    }
+
+    // Backtrack from the last cluster, then compute centroids as kmeans1d does.
+    starts[k] = static_cast<std::uint32_t>(n);
+    std::size_t end = n;
+    for (std::size_t c = k; c-- > 0;) {
+        const std::size_t begin = c == 0 ? 0 : s.split[c * n + end - 1];
+        starts[c] = static_cast<std::uint32_t>(begin);
+        double centroid = 0.0;
+        for (std::size_t i = begin; i < end; ++i)
+            centroid += ((x[i] - centroid) * (s.cw[i + 1] - s.cw[i])) / (s.cw[i + 1] - s.cw[begin]);
+        centroids[c] = centroid;
+        end = begin;
+    }
+}
+
+}  // namespace weightpress

@@ -1,0 +1,376 @@
+#include "weightpress/palettize.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <vector>
+
+#include "weightpress/half.h"
+#include "weightpress/kmeans1d.h"
+#include "weightpress/parallel.h"
+
+namespace weightpress {
+namespace {
+
+constexpr std::size_t kPatterns = 65536;
+constexpr std::size_t kChunk = std::size_t(1) << 18;  // elements per parallel chunk
+
+// Sorted distinct values of one group with their multiplicity and clustering weight.
+struct Distinct {
+    std::vector<double> x, weight, count;
+    std::vector<std::uint16_t> pattern;  // fp16 only: bit pattern of each distinct value
+    void clear() {
+        x.clear();
+        weight.clear();
+        count.clear();
+        pattern.clear();
+    }
+};
+
+// Per-worker buffers, allocated once per call.
+struct Scratch {
+    std::vector<std::uint32_t> counts;   // fp16 histogram
+    std::vector<double> importance;      // fp16 importance histogram
+    std::vector<std::uint8_t> code;      // fp16 pattern -> cluster id
+    std::vector<std::uint64_t> keys;     // fp32 sort keys
+    Distinct distinct;
+    std::vector<double> xs, ws;          // values that take part in the clustering
+    std::vector<std::uint8_t> cluster_of;  // per distinct value
+    std::vector<std::uint32_t> starts;
+    std::vector<double> centroids;
+    KMeans1DScratch dp;
+};
+
+
+[[noreturn]] void throw_nonfinite() {
+    throw std::domain_error("palettize: weight contains NaN or Inf");
+}
+
+// ---------------------------------------------------------------- fp16 distinct values
+
+void count_patterns(const std::uint16_t* bits, std::size_t n, std::uint32_t* counts) {
+    for (std::size_t e = 0; e < n; ++e) ++counts[bits[e]];
+}
+
+// Histogram of one group; parallel over chunks when `threads` > 1 (counts are integers,
+// so the per-chunk sums do not depend on the split).
+void histogram_f16(const std::uint16_t* bits, const double* importance, std::size_t n, int threads,
+                   Scratch& s) {
+    s.counts.assign(kPatterns, 0);
+    if (importance) {
+        s.importance.assign(kPatterns, 0.0);
+        for (std::size_t e = 0; e < n; ++e) {
+            ++s.counts[bits[e]];
+            s.importance[bits[e]] += importance[e];
+        }
+        return;
+    }
+    const std::size_t chunks = (n + kChunk - 1) / kChunk;
+    if (threads <= 1 || chunks <= 1) {
+        count_patterns(bits, n, s.counts.data());
+        return;
+    }
+    const int workers = worker_count(chunks, threads);
+    std::vector<std::vector<std::uint32_t>> partial(workers, std::vector<std::uint32_t>(kPatterns, 0));
+    parallel_for(chunks, threads, [&](int w, std::size_t c) {
+        const std::size_t begin = c * kChunk, end = std::min(n, begin + kChunk);
+        count_patterns(bits + begin, end - begin, partial[w].data());
+    });
+    for (auto& part : partial)
+        for (std::size_t p = 0; p < kPatterns; ++p) s.counts[p] += part[p];
+}
+
+void append_pattern(Scratch& s, std::uint16_t p, double value, bool weighted) {
+    const double count = s.counts[p];
+    s.distinct.x.push_back(value);
+    s.distinct.count.push_back(count);
+    s.distinct.weight.push_back(weighted ? s.importance[p] : count);
+    s.distinct.pattern.push_back(p);
+}
+
+// Distinct values in ascending order: negative patterns from the most negative
+// (0xFBFF) up to -0, then the zeros, then positives 0x0001..0x7BFF.
+void distinct_from_histogram(Scratch& s, bool weighted) {
+    for (std::size_t p = 0x7c00; p < 0x8000; ++p)
+        if (s.counts[p] || s.counts[p | 0x8000]) throw_nonfinite();
+    s.distinct.clear();
+    for (std::size_t p = 0xfbff; p > 0x8000; --p)
+        if (s.counts[p]) append_pattern(s, static_cast<std::uint16_t>(p), half_to_double(p), weighted);
+    // One zero value; it keeps the sign only if every zero is negative.
+    const std::uint32_t zeros = s.counts[0] + s.counts[0x8000];
+    if (zeros) {
+        const bool negative = s.counts[0] == 0;
+        s.distinct.x.push_back(negative ? -0.0 : 0.0);
+        s.distinct.count.push_back(zeros);
+        s.distinct.weight.push_back(weighted ? s.importance[0] + s.importance[0x8000] : zeros);
+        s.distinct.pattern.push_back(negative ? 0x8000 : 0);
+    }
+    for (std::size_t p = 1; p < 0x7c00; ++p)
+        if (s.counts[p]) append_pattern(s, static_cast<std::uint16_t>(p), half_to_double(p), weighted);
+}
+
+// ---------------------------------------------------------------- fp32 distinct values
+
+std::uint32_t sortable_key(float v) {
+    if (v == 0.0f) v = 0.0f;  // -0 and +0 are one value
+    std::uint32_t u;
+    std::memcpy(&u, &v, sizeof u);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+float key_value(std::uint32_t key) {
+    std::uint32_t u = (key & 0x80000000u) ? (key & 0x7fffffffu) : ~key;
+    float v;
+    std::memcpy(&v, &u, sizeof v);
+    return v;
+}
+
+void distinct_f32(const float* values, const double* importance, std::size_t n, Scratch& s) {
+    s.distinct.clear();
+    s.keys.resize(n);
+    for (std::size_t e = 0; e < n; ++e) {
+        if (!std::isfinite(values[e])) throw_nonfinite();
+        // High half: the value's key; low half: the element index, so that importance is
+        // accumulated in element order within each value.
+        s.keys[e] = (static_cast<std::uint64_t>(sortable_key(values[e])) << 32) | (importance ? e : 0);
+    }
+    std::sort(s.keys.begin(), s.keys.end());
+    for (std::size_t e = 0; e < n;) {
+        const std::uint32_t key = static_cast<std::uint32_t>(s.keys[e] >> 32);
+        double count = 0, weight = 0;
+        for (; e < n && static_cast<std::uint32_t>(s.keys[e] >> 32) == key; ++e) {
+            count += 1;
+            if (importance) weight += importance[s.keys[e] & 0xffffffffu];
+        }
+        s.distinct.x.push_back(key_value(key));
+        s.distinct.count.push_back(count);
+        s.distinct.weight.push_back(importance ? weight : count);
+    }
+}
+
+// ---------------------------------------------------------------- clustering
+
+// Clusters the distinct values in s.distinct; fills s.cluster_of, writes centroids,
+// objective, sse and cluster count for group g. `to_dtype` rounds a centroid to the
+// weight's dtype for the SSE.
+template <typename Round>
+void cluster_distinct(Scratch& s, int nbits, std::size_t g, const ScalarPalettizeOutput& out,
+                      Round to_dtype) {
+    const Distinct& d = s.distinct;
+    const std::size_t u = d.x.size();
+    const std::size_t K = std::size_t(1) << nbits;
+    s.xs.clear();
+    s.ws.clear();
+    for (std::size_t i = 0; i < u; ++i)
+        if (d.weight[i] > 0) {
+            s.xs.push_back(d.x[i]);
+            s.ws.push_back(d.weight[i]);
+        }
+    bool all_zero_weight = s.xs.empty();
+    if (all_zero_weight) {  // no importance anywhere: cluster by multiplicity
+        s.xs = d.x;
+        s.ws = d.count;
+    }
+    const std::size_t m = s.xs.size();
+    const std::size_t k = std::min(m, K);
+    s.starts.resize(k + 1);
+    s.centroids.assign(K, 0.0);
+    kmeans1d_optimal(s.xs.data(), s.ws.data(), m, k, s.starts.data(), s.centroids.data(), s.dp);
+
+    // Cluster id per distinct value: the partition for clustered values, the nearest
+    // centroid for values that carried no weight.
+    s.cluster_of.resize(u);
+    std::size_t c = 0, j = 0;  // j walks the clustered values in order
+    for (std::size_t i = 0; i < u; ++i) {
+        if (all_zero_weight || d.weight[i] > 0) {
+            while (j >= s.starts[c + 1]) ++c;
+            s.cluster_of[i] = static_cast<std::uint8_t>(c);
+            ++j;
+        } else {
+            std::size_t best = 0;
+            double best_dist = std::fabs(d.x[i] - s.centroids[0]);
+            for (std::size_t t = 1; t < k; ++t) {
+                const double dist = std::fabs(d.x[i] - s.centroids[t]);
+                if (dist < best_dist) {
+                    best_dist = dist;
+                    best = t;
+                }
+            }
+            s.cluster_of[i] = static_cast<std::uint8_t>(best);
+        }
+    }
+
+    double objective = 0, sse = 0;
+    for (std::size_t i = 0; i < u; ++i) {
+        const std::size_t cid = s.cluster_of[i];
+        const double e = d.x[i] - s.centroids[cid];
+        objective += (all_zero_weight ? d.count[i] : d.weight[i]) * (e * e);
+        const double r = d.x[i] - to_dtype(s.centroids[cid]);
+        sse += d.count[i] * (r * r);
+    }
+    std::copy(s.centroids.begin(), s.centroids.end(), out.centroids + g * K);
+    out.objective[g] = objective;
+    out.sse[g] = sse;
+    out.clusters[g] = static_cast<std::int32_t>(k);
+}
+
+double round_to_half(double v) { return half_to_double(half_from_double(v)); }
+double round_to_float(double v) { return static_cast<double>(static_cast<float>(v)); }
+
+void encode_f16_range(const std::uint16_t* bits, std::size_t n, const std::uint8_t* code,
+                      std::uint8_t* out) {
+    for (std::size_t e = 0; e < n; ++e) out[e] = code[bits[e]];
+}
+
+void build_code_table(Scratch& s) {
+    s.code.resize(kPatterns);
+    const Distinct& d = s.distinct;
+    for (std::size_t i = 0; i < d.x.size(); ++i) s.code[d.pattern[i]] = s.cluster_of[i];
+    // Both zeros map to the zero value's cluster.
+    if (!d.x.empty()) {
+        for (std::size_t i = 0; i < d.x.size(); ++i)
+            if (d.x[i] == 0.0) {
+                s.code[0] = s.code[0x8000] = s.cluster_of[i];
+                break;
+            }
+    }
+}
+
+void encode_f32_range(const float* values, std::size_t n, const Scratch& s, bool by_bounds,
+                      const std::vector<double>& bounds, std::uint8_t* out) {
+    const Distinct& d = s.distinct;
+    if (by_bounds) {
+        for (std::size_t e = 0; e < n; ++e) {
+            const double v = values[e];
+            out[e] = static_cast<std::uint8_t>(std::upper_bound(bounds.begin(), bounds.end(), v) -
+                                               bounds.begin());
+        }
+    } else {
+        for (std::size_t e = 0; e < n; ++e) {
+            const double v = values[e];
+            const std::size_t i = std::lower_bound(d.x.begin(), d.x.end(), v) - d.x.begin();
+            out[e] = s.cluster_of[i];
+        }
+    }
+}
+
+void check_nbits(int nbits) {
+    if (nbits < 1 || nbits > 8) throw std::invalid_argument("palettize: nbits must be in [1, 8]");
+}
+
+}  // namespace
+
+void palettize_scalar_f16(const std::uint16_t* bits, const double* importance, std::size_t groups,
+                          std::size_t group_len, int nbits, int threads,
+                          const ScalarPalettizeOutput& out) {
+    check_nbits(nbits);
+    const int workers = worker_count(groups, threads);
+    std::vector<Scratch> scratch(workers);
+    auto one_group = [&](Scratch& s, std::size_t g, int inner_threads) {
+        const std::uint16_t* b = bits + g * group_len;
+        const double* imp = importance ? importance + g * group_len : nullptr;
+        histogram_f16(b, imp, group_len, inner_threads, s);
+        distinct_from_histogram(s, imp != nullptr);
+        cluster_distinct(s, nbits, g, out, round_to_half);
+        build_code_table(s);
+        std::uint8_t* idx = out.indices + g * group_len;
+        const std::size_t chunks = (group_len + kChunk - 1) / kChunk;
+        parallel_for(chunks, inner_threads, [&](int, std::size_t c) {
+            const std::size_t begin = c * kChunk, end = std::min(group_len, begin + kChunk);
+            encode_f16_range(b + begin, end - begin, s.code.data(), idx + begin);
+        });
+    };
+    if (groups >= static_cast<std::size_t>(resolve_threads(threads))) {
+        parallel_for(groups, threads, [&](int w, std::size_t g) { one_group(scratch[w], g, 1); });
+    } else {
+        for (std::size_t g = 0; g < groups; ++g) one_group(scratch[0], g, threads);
+    }
+}
+
+void palettize_scalar_f32(const float* values, const double* importance, std::size_t groups,
+                          std::size_t group_len, int nbits, int threads,
+                          const ScalarPalettizeOutput& out) {
+    check_nbits(nbits);
+    const int workers = worker_count(groups, threads);
+    std::vector<Scratch> scratch(workers);
+    auto one_group = [&](Scratch& s, std::size_t g, int inner_threads) {
+        const float* v = values + g * group_len;
+        const double* imp = importance ? importance + g * group_len : nullptr;
+        distinct_f32(v, imp, group_len, s);
+        cluster_distinct(s, nbits, g, out, round_to_float);
+        // Clustered values form contiguous ranges: encode by the first value of each
+        // cluster unless some values were left out of the clustering.
+        bool by_bounds = true;
+        for (double w : s.distinct.weight) by_bounds = by_bounds && w > 0;
+        std::vector<double> bounds;
+        if (by_bounds) {
+            const std::size_t k = s.starts.size() - 1;
+            for (std::size_t c = 1; c < k; ++c) bounds.push_back(s.xs[s.starts[c]]);
+        }
+        std::uint8_t* idx = out.indices + g * group_len;
+        const std::size_t chunks = (group_len + kChunk - 1) / kChunk;
+        parallel_for(chunks, inner_threads, [&](int, std::size_t c) {
+            const std::size_t begin = c * kChunk, end = std::min(group_len, begin + kChunk);
+            encode_f32_range(v + begin, end - begin, s, by_bounds, bounds, idx + begin);
+        });
+    };
+    if (groups >= static_cast<std::size_t>(resolve_threads(threads))) {
+        parallel_for(groups, threads, [&](int w, std::size_t g) { one_group(scratch[w], g, 1); });
+    } else {
+        for (std::size_t g = 0; g < groups; ++g) one_group(scratch[0], g, threads);
+    }
+}
+
+namespace {
+
+template <typename Collect>
+void sse_curve_groups(std::size_t groups, int max_clusters, int threads, double* curve,
+                      Collect collect) {
+    const int workers = worker_count(groups, threads);
+    std::vector<Scratch> scratch(workers);
+    parallel_for(groups, threads, [&](int w, std::size_t g) {
+        Scratch& s = scratch[w];
+        collect(s, g);
+        s.xs.clear();
+        s.ws.clear();
+        for (std::size_t i = 0; i < s.distinct.x.size(); ++i)
+            if (s.distinct.weight[i] > 0) {
+                s.xs.push_back(s.distinct.x[i]);
+                s.ws.push_back(s.distinct.weight[i]);
+            }
+        if (s.xs.empty()) {
+            s.xs = s.distinct.x;
+            s.ws = s.distinct.count;
+        }
+        const std::size_t m = s.xs.size();
+        const std::size_t k = std::min<std::size_t>(m, max_clusters);
+        s.starts.resize(k + 1);
+        s.centroids.resize(k);
+        double* row = curve + g * max_clusters;
+        kmeans1d_optimal(s.xs.data(), s.ws.data(), m, k, s.starts.data(), s.centroids.data(), s.dp, row);
+        for (std::size_t c = 0; c < static_cast<std::size_t>(max_clusters); ++c)
+            row[c] = c < k ? std::max(0.0, row[c]) : 0.0;
+    });
+}
+
+}  // namespace
+
+void sse_curve_f16(const std::uint16_t* bits, const double* importance, std::size_t groups,
+                   std::size_t group_len, int max_clusters, int threads, double* curve) {
+    sse_curve_groups(groups, max_clusters, threads, curve, [&](Scratch& s, std::size_t g) {
+        const double* imp = importance ? importance + g * group_len : nullptr;
+        histogram_f16(bits + g * group_len, imp, group_len, 1, s);
+        distinct_from_histogram(s, imp != nullptr);
+    });
+}
+
+void sse_curve_f32(const float* values, const double* importance, std::size_t groups,
+                   std::size_t group_len, int max_clusters, int threads, double* curve) {
+    sse_curve_groups(groups, max_clusters, threads, curve, [&](Scratch& s, std::size_t g) {
+        distinct_f32(values + g * group_len, importance ? importance + g * group_len : nullptr,
+                     group_len, s);
+    });
+}
+
+}  // namespace weightpress
