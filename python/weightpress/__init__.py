@@ -1,0 +1,22 @@
+"""weightpress: fast, exact weight compression for Core ML.
+
+Array APIs (numpy arrays or torch tensors in, Core ML layouts out):
+    palettize(weight, nbits, ...)   k-means / uniform / unique / custom palettization
+    sse_curve(weight, max_nbits)    optimal k-means SSE for every cluster count
+    pack_bits / unpack_bits         Core ML's LSB-first sub-byte packing
+"""
+
+from .packing import pack_bits, unpack_bits
+from .palettize import Ios16Lut, Ios18Lut, PalettizeResult, palettize, sse_curve
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Ios16Lut",
+    "Ios18Lut",
+    "PalettizeResult",
+    "pack_bits",
+    "palettize",
+    "sse_curve",
+    "unpack_bits",
+]

@@ -1,0 +1,63 @@
+"""Readable numpy references for the kernels: slow, obviously correct, used only by tests."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+# ---------------------------------------------------------------- packing
+
+
+def pack_bits_ref(values, nbits: int) -> np.ndarray:
+    """LSB-first bit stream: bit b of element i is stream bit i*nbits + b."""
+    v = np.asarray(values).reshape(-1).astype(np.int64) & ((1 << nbits) - 1)
+    bits = ((v[:, None] >> np.arange(nbits)) & 1).reshape(-1).astype(np.uint8)
+    return np.packbits(bits, bitorder="little")
+
+
+# ---------------------------------------------------------------- 1-D k-means
+
+
+def partition_cost(x, w, starts) -> float:
+    """Weighted SSE of the contiguous partition of sorted x given by cluster start indices."""
+    total = 0.0
+    bounds = list(starts) + [len(x)]
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        xs, ws = x[a:b], w[a:b]
+        if len(xs) and ws.sum() > 0:
+            mu = np.dot(xs, ws) / ws.sum()
+            total += float(np.dot(ws, (xs - mu) ** 2))
+    return total
+
+
+def kmeans1d_bruteforce(x, w, k) -> float:
+    """Minimum weighted SSE over every contiguous partition of sorted distinct x into
+    min(k, n) clusters (optimal 1-D k-means clusters are contiguous)."""
+    n = len(x)
+    k = min(k, n)
+    best = np.inf
+    for cuts in itertools.combinations(range(1, n), k - 1):
+        best = min(best, partition_cost(x, w, (0,) + cuts))
+    return best
+
+
+def labels_objective(values, weights, labels) -> float:
+    """Weighted SSE of a labelling against the float64 (weighted) mean of each cluster."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    weights = np.asarray(weights, dtype=np.float64).reshape(-1)
+    labels = np.asarray(labels).reshape(-1)
+    total = 0.0
+    for label in np.unique(labels):
+        sel = labels == label
+        ws = weights[sel]
+        if ws.sum() == 0:
+            continue
+        mu = np.dot(values[sel], ws) / ws.sum()
+        total += float(np.dot(ws, (values[sel] - mu) ** 2))
+    return total
+
+
+def lut_to_dense_ref(lut_groups, index_groups):
+    """Scalar decode per group: out[g, e] = lut[g, idx[g, e]]."""
+    return np.stack([lut[idx] for lut, idx in zip(lut_groups, index_groups)])
