@@ -29,6 +29,8 @@ def unpack_bits(packed, count: int, nbits: int, signed: bool = False, num_thread
     """Inverse of pack_bits: `count` fields of nbits each (uint8, or int8 when signed)."""
     if nbits not in range(1, 9):
         raise ValueError(f"unpack_bits: nbits must be in 1..8, got {nbits}")
+    if isinstance(packed, (bytes, bytearray, memoryview)):
+        packed = np.frombuffer(packed, dtype=np.uint8)
     out = _core.unpack_bits(np.ascontiguousarray(packed, dtype=np.uint8).reshape(-1), int(count), nbits, num_threads or 0)
     if signed:
         wide = out.astype(np.int16)
