@@ -20,11 +20,15 @@ constexpr std::size_t kChunk = std::size_t(1) << 18;  // elements per parallel c
 struct Distinct {
     std::vector<double> x, weight, count;
     std::vector<std::uint16_t> pattern;  // fp16 only: bit pattern of each distinct value
-    void clear() {
+    void clear(std::size_t expected = 0) {
         x.clear();
         weight.clear();
         count.clear();
         pattern.clear();
+        x.reserve(expected);
+        weight.reserve(expected);
+        count.reserve(expected);
+        pattern.reserve(expected);
     }
 };
 
@@ -108,6 +112,58 @@ void distinct_from_histogram(Scratch& s, bool weighted) {
     }
     for (std::size_t p = 1; p < 0x7c00; ++p)
         if (s.counts[p]) append_pattern(s, static_cast<std::uint16_t>(p), half_to_double(p), weighted);
+}
+
+// Small groups: scanning 65,536 histogram bins costs more than the group itself, so sort
+// the patterns instead (two LSD radix passes over value-order keys) and run-length them.
+constexpr std::size_t kSmallGroup = 16384;
+
+inline std::uint16_t order_key(std::uint16_t p) {
+    return (p & 0x8000) ? static_cast<std::uint16_t>(~p) : static_cast<std::uint16_t>(p | 0x8000);
+}
+
+void distinct_from_sort(const std::uint16_t* bits, std::size_t n, Scratch& s) {
+    s.keys.resize(2 * n);  // reused as two uint16 buffers of n each
+    std::uint16_t* a = reinterpret_cast<std::uint16_t*>(s.keys.data());
+    std::uint16_t* b = a + n;
+    std::size_t lo[257] = {0}, hi[257] = {0};
+    for (std::size_t e = 0; e < n; ++e) {
+        const std::uint16_t k = order_key(bits[e]);
+        ++lo[(k & 0xff) + 1];
+        ++hi[(k >> 8) + 1];
+    }
+    for (int d = 0; d < 256; ++d) {
+        lo[d + 1] += lo[d];
+        hi[d + 1] += hi[d];
+    }
+    for (std::size_t e = 0; e < n; ++e) {
+        const std::uint16_t k = order_key(bits[e]);
+        b[lo[k & 0xff]++] = k;
+    }
+    for (std::size_t e = 0; e < n; ++e) a[hi[b[e] >> 8]++] = b[e];
+    s.distinct.clear(std::min<std::size_t>(n, kPatterns));
+    for (std::size_t e = 0; e < n;) {
+        const std::uint16_t key = a[e];
+        std::size_t end = e + 1;
+        while (end < n && a[end] == key) ++end;
+        const std::uint16_t p = (key & 0x8000) ? static_cast<std::uint16_t>(key & 0x7fff)
+                                               : static_cast<std::uint16_t>(~key);
+        if (((p >> 10) & 0x1f) == 0x1f) throw_nonfinite();
+        const double count = static_cast<double>(end - e);
+        if ((p & 0x7fff) == 0 && !s.distinct.x.empty() && s.distinct.x.back() == 0.0) {
+            // +0 right after -0: one zero value, positive once any zero is positive
+            s.distinct.x.back() = 0.0;
+            s.distinct.count.back() += count;
+            s.distinct.weight.back() += count;
+            s.distinct.pattern.back() = 0;
+        } else {
+            s.distinct.x.push_back(half_to_double(p));
+            s.distinct.count.push_back(count);
+            s.distinct.weight.push_back(count);
+            s.distinct.pattern.push_back(p);
+        }
+        e = end;
+    }
 }
 
 // ---------------------------------------------------------------- fp32 distinct values
@@ -201,12 +257,14 @@ void cluster_distinct(Scratch& s, int nbits, std::size_t g, const ScalarPalettiz
         }
     }
 
+    double rounded[256];
+    for (std::size_t t = 0; t < k; ++t) rounded[t] = to_dtype(s.centroids[t]);
     double objective = 0, sse = 0;
     for (std::size_t i = 0; i < u; ++i) {
         const std::size_t cid = s.cluster_of[i];
         const double e = d.x[i] - s.centroids[cid];
         objective += (all_zero_weight ? d.count[i] : d.weight[i]) * (e * e);
-        const double r = d.x[i] - to_dtype(s.centroids[cid]);
+        const double r = d.x[i] - rounded[cid];
         sse += d.count[i] * (r * r);
     }
     std::copy(s.centroids.begin(), s.centroids.end(), out.centroids + g * K);
@@ -270,8 +328,12 @@ void palettize_scalar_f16(const std::uint16_t* bits, const double* importance, s
     auto one_group = [&](Scratch& s, std::size_t g, int inner_threads) {
         const std::uint16_t* b = bits + g * group_len;
         const double* imp = importance ? importance + g * group_len : nullptr;
-        histogram_f16(b, imp, group_len, inner_threads, s);
-        distinct_from_histogram(s, imp != nullptr);
+        if (!imp && group_len < kSmallGroup) {
+            distinct_from_sort(b, group_len, s);
+        } else {
+            histogram_f16(b, imp, group_len, inner_threads, s);
+            distinct_from_histogram(s, imp != nullptr);
+        }
         cluster_distinct(s, nbits, g, out, round_to_half);
         build_code_table(s);
         std::uint8_t* idx = out.indices + g * group_len;
