@@ -8,5 +8,6 @@ namespace weightpress::bindings {
 void register_palettize(pybind11::module_& m);
 void register_pack(pybind11::module_& m);
 void register_vector_kmeans(pybind11::module_& m);
+void register_quantize(pybind11::module_& m);
 
 }  // namespace weightpress::bindings

@@ -5,4 +5,5 @@ PYBIND11_MODULE(_core, m) {
     weightpress::bindings::register_palettize(m);
     weightpress::bindings::register_pack(m);
     weightpress::bindings::register_vector_kmeans(m);
+    weightpress::bindings::register_quantize(m);
 }

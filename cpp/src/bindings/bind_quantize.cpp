@@ -1,0 +1,68 @@
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <vector>
+
+#include "bindings.h"
+#include "weightpress/quantize.h"
+
+namespace py = pybind11;
+
+namespace weightpress::bindings {
+
+void register_quantize(py::module_& m) {
+    m.def(
+        "quantize_blockwise",
+        [](py::array weight, std::vector<std::int64_t> block, int nbits, bool is_signed, bool symmetric,
+           int threads) -> py::tuple {
+            QuantizeSpec spec{};
+            spec.rank = static_cast<int>(weight.ndim());
+            if (spec.rank < 1 || spec.rank > 8) throw py::value_error("quantize: rank must be in [1, 8]");
+            if (static_cast<int>(block.size()) != spec.rank) throw py::value_error("quantize: one block size per axis");
+            std::vector<py::ssize_t> grid;
+            for (int a = 0; a < spec.rank; ++a) {
+                spec.shape[a] = weight.shape(a);
+                spec.block[a] = block[a];
+                if (block[a] <= 0 || spec.shape[a] % block[a] != 0)
+                    throw py::value_error("quantize: block sizes must divide the shape");
+                grid.push_back(static_cast<py::ssize_t>(spec.shape[a] / block[a]));
+            }
+            spec.nbits = nbits;
+            spec.is_signed = is_signed;
+            spec.symmetric = symmetric;
+            const bool has_zp = !(is_signed && symmetric);
+            py::array data(is_signed ? py::dtype::of<std::int8_t>() : py::dtype::of<std::uint8_t>(),
+                           std::vector<py::ssize_t>(weight.shape(), weight.shape() + spec.rank));
+            py::array zp = has_zp ? py::array(data.dtype(), grid) : py::array();
+            auto* d = static_cast<std::uint8_t*>(data.mutable_data());
+            auto* z = has_zp ? static_cast<std::uint8_t*>(zp.mutable_data()) : nullptr;
+            if (weight.dtype().is(py::dtype::of<std::uint16_t>())) {
+                auto w = weight.cast<py::array_t<std::uint16_t, py::array::c_style>>();
+                py::array_t<std::uint16_t> scale(grid);
+                const std::uint16_t* wp = w.data();
+                std::uint16_t* sp = scale.mutable_data();
+                {
+                    py::gil_scoped_release release;
+                    quantize_f16(wp, spec, threads, d, sp, z);
+                }
+                return py::tuple(py::make_tuple(data, scale, has_zp ? py::object(zp) : py::none()));
+            }
+            if (weight.dtype().is(py::dtype::of<float>())) {
+                auto w = weight.cast<py::array_t<float, py::array::c_style>>();
+                py::array_t<float> scale(grid);
+                const float* wp = w.data();
+                float* sp = scale.mutable_data();
+                {
+                    py::gil_scoped_release release;
+                    quantize_f32(wp, spec, threads, d, sp, z);
+                }
+                return py::tuple(py::make_tuple(data, scale, has_zp ? py::object(zp) : py::none()));
+            }
+            throw py::type_error("quantize: expected uint16 (fp16 bits) or float32 weight");
+        },
+        py::arg("weight"), py::arg("block"), py::arg("nbits"), py::arg("is_signed"), py::arg("symmetric"),
+        py::arg("threads") = 0,
+        "Blockwise linear quantization -> (data int8/uint8, scale per block (fp16 bits or f32), zero point or None)");
+}
+
+}  // namespace weightpress::bindings

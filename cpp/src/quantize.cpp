@@ -1,0 +1,185 @@
+#include "weightpress/quantize.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+
+#include "weightpress/half.h"
+#include "weightpress/parallel.h"
+
+namespace weightpress {
+namespace {
+
+// ---------------------------------------------------------------- fp16 emulation
+
+const float* half_table() {
+    static const float* table = [] {
+        static float values[65536];
+        for (std::uint32_t h = 0; h < 65536; ++h) values[h] = static_cast<float>(half_to_double(static_cast<std::uint16_t>(h)));
+        return values;
+    }();
+    return table;
+}
+
+inline float half_bits_to_float(std::uint16_t h) { return half_table()[h]; }
+
+// Rounds a float to the nearest half-precision value (ties to even), returned as float.
+// Fast path for the normal half range; everything else (subnormals, overflow, NaN) goes
+// through the exact double -> half conversion.
+inline float round_half(float x) {
+    std::uint32_t u;
+    std::memcpy(&u, &x, sizeof u);
+    const std::uint32_t exponent = (u >> 23) & 0xff;
+    if (exponent >= 113 && exponent <= 141) {  // 2^-14 <= |x| < 2^15
+        const std::uint32_t rounded = (u + 0xfff + ((u >> 13) & 1)) & ~0x1fffu;
+        float r;
+        std::memcpy(&r, &rounded, sizeof r);
+        if (std::fabs(r) <= 65504.0f) return r;
+    }
+    return half_bits_to_float(half_from_double(static_cast<double>(x)));
+}
+
+// The weight's arithmetic: `round` is round_half for fp16, identity for fp32.
+struct Half {
+    static float load(std::uint16_t h) { return half_bits_to_float(h); }
+    static float round(float x) { return round_half(x); }
+    static std::uint16_t store(float x) { return half_from_double(static_cast<double>(x)); }
+};
+struct Single {
+    static float load(float x) { return x; }
+    static float round(float x) { return x; }
+    static float store(float x) { return x; }
+};
+
+// numpy's clip followed by a cast to a small integer type: NaN becomes 0 on x86.
+inline std::uint8_t to_int_byte(float v, float qmin, float qmax) {
+    if (std::isnan(v)) return 0;
+    v = std::min(std::max(v, qmin), qmax);
+    return static_cast<std::uint8_t>(static_cast<std::int32_t>(v));
+}
+
+// Visits the elements of block `b` as runs of contiguous memory: f(offset, length).
+template <typename F>
+void for_each_run(const QuantizeSpec& s, std::size_t b, F&& f) {
+    std::int64_t grid[8], start[8], stride[8];
+    std::int64_t rem = static_cast<std::int64_t>(b);
+    for (int a = s.rank - 1; a >= 0; --a) {
+        grid[a] = s.shape[a] / s.block[a];
+        start[a] = (rem % grid[a]) * s.block[a];
+        rem /= grid[a];
+    }
+    stride[s.rank - 1] = 1;
+    for (int a = s.rank - 2; a >= 0; --a) stride[a] = stride[a + 1] * s.shape[a + 1];
+    // Merge trailing axes that the block covers entirely into one contiguous run.
+    int inner = s.rank - 1;
+    std::int64_t run = s.block[inner];
+    while (inner > 0 && s.block[inner] == s.shape[inner]) {
+        --inner;
+        run *= s.block[inner];
+    }
+    std::int64_t idx[8] = {0};
+    for (;;) {
+        std::int64_t offset = 0;
+        for (int a = 0; a < inner; ++a) offset += (start[a] + idx[a]) * stride[a];
+        offset += start[inner] * stride[inner];
+        f(static_cast<std::size_t>(offset), static_cast<std::size_t>(run));
+        int a = inner - 1;
+        for (; a >= 0; --a) {
+            if (++idx[a] < s.block[a]) break;
+            idx[a] = 0;
+        }
+        if (a < 0) return;
+    }
+}
+
+void quant_range(const QuantizeSpec& s, float& qmin, float& qmax) {
+    const int levels = 1 << s.nbits;
+    if (s.is_signed) {
+        qmin = static_cast<float>(-levels / 2 + (s.symmetric ? 1 : 0));
+        qmax = static_cast<float>(levels / 2 - 1);
+    } else {
+        qmin = 0;
+        qmax = static_cast<float>(levels - 1 - (s.symmetric ? 1 : 0));
+    }
+}
+
+template <typename T, typename In, typename Out>
+void quantize_impl(const In* w, const QuantizeSpec& s, int threads, std::uint8_t* data, Out* scale_out,
+                   std::uint8_t* zp_out) {
+    float qmin, qmax;
+    quant_range(s, qmin, qmax);
+    const bool has_zp = !(s.is_signed && s.symmetric);
+    const std::size_t blocks = quantize_block_count(s);
+    parallel_for(blocks, threads, [&](int, std::size_t b) {
+        float mn = std::numeric_limits<float>::infinity(), mx = -mn;
+        for_each_run(s, b, [&](std::size_t off, std::size_t len) {
+            for (std::size_t i = 0; i < len; ++i) {
+                const float v = T::load(w[off + i]);
+                mn = std::min(mn, v);
+                mx = std::max(mx, v);
+            }
+        });
+        float lo, hi;
+        if (s.symmetric) {
+            const float r = std::max(std::fabs(mn), std::fabs(mx));
+            lo = -r;
+            hi = r;
+        } else {
+            lo = mn < 0 ? mn : 0.0f;  // np.minimum(0.0, min) keeps +0 for a -0 minimum
+            hi = mx > 0 ? mx : 0.0f;
+        }
+        const float range = T::round(hi - lo);
+        const float scale = T::round(range / (qmax - qmin));
+        float zp = 0;
+        if (has_zp) {
+            if (s.symmetric) {
+                zp = static_cast<float>(static_cast<int>(qmax) / 2);
+            } else {
+                const float num = T::round(T::round(qmin * hi) - T::round(qmax * lo));
+                zp = std::nearbyint(T::round(num / range));
+                if (!std::isnan(zp)) zp = std::min(std::max(zp, qmin), qmax);
+            }
+        }
+        scale_out[b] = T::store(scale);
+        if (zp_out) zp_out[b] = to_int_byte(zp, qmin, qmax);
+        for_each_run(s, b, [&](std::size_t off, std::size_t len) {
+            for (std::size_t i = 0; i < len; ++i) {
+                float q = std::nearbyint(T::round(T::load(w[off + i]) / scale));
+                if (has_zp) q = T::round(q + zp);
+                data[off + i] = to_int_byte(q, qmin, qmax);
+            }
+        });
+    });
+}
+
+void check(const QuantizeSpec& s) {
+    if (s.rank < 1 || s.rank > 8) throw std::invalid_argument("quantize: rank must be in [1, 8]");
+    if (s.nbits != 4 && s.nbits != 8) throw std::invalid_argument("quantize: nbits must be 4 or 8");
+    for (int a = 0; a < s.rank; ++a)
+        if (s.block[a] <= 0 || s.shape[a] % s.block[a] != 0)
+            throw std::invalid_argument("quantize: block sizes must divide the shape");
+}
+
+}  // namespace
+
+std::size_t quantize_block_count(const QuantizeSpec& s) {
+    std::size_t n = 1;
+    for (int a = 0; a < s.rank; ++a) n *= static_cast<std::size_t>(s.shape[a] / s.block[a]);
+    return n;
+}
+
+void quantize_f16(const std::uint16_t* weight, const QuantizeSpec& spec, int threads, std::uint8_t* data,
+                  std::uint16_t* scale, std::uint8_t* zero_point) {
+    check(spec);
+    quantize_impl<Half>(weight, spec, threads, data, scale, zero_point);
+}
+
+void quantize_f32(const float* weight, const QuantizeSpec& spec, int threads, std::uint8_t* data, float* scale,
+                  std::uint8_t* zero_point) {
+    check(spec);
+    quantize_impl<Single>(weight, spec, threads, data, scale, zero_point);
+}
+
+}  // namespace weightpress

@@ -1,0 +1,164 @@
+"""weightpress.quantize: byte-identical to coremltools' compute_qparams_by_dtype."""
+
+import numpy as np
+import pytest
+
+from weightpress.quantize import quantize
+
+
+def ct_qparams(w, dtype, mode, block_sizes):
+    from coremltools.converters.mil.mil import types
+    from coremltools.optimize._utils import compute_qparams_by_dtype
+
+    with np.errstate(all="ignore"):
+        return compute_qparams_by_dtype(w, types.string_to_builtin(dtype), mode.upper(), list(block_sizes))
+
+
+def assert_identical(r, ref):
+    q, s, z = ref
+    assert r.data.dtype == q.dtype and r.data.shape == q.shape and np.array_equal(r.data, q)
+    assert r.scale.dtype == s.dtype and r.scale.shape == s.shape and r.scale.tobytes() == s.tobytes()
+    if z is None:
+        assert r.offset is None
+    else:
+        assert r.offset.dtype == z.dtype and r.offset.shape == z.shape and np.array_equal(r.offset, z)
+
+
+@pytest.mark.parametrize("wdtype", [np.float16, np.float32])
+@pytest.mark.parametrize("dtype", ["int4", "uint4", "int8", "uint8"])
+@pytest.mark.parametrize("mode", ["linear_symmetric", "linear"])
+@pytest.mark.parametrize("granularity", ["per_tensor", "per_channel", "per_block"])
+def test_identical_to_coremltools(wdtype, dtype, mode, granularity):
+    rng = np.random.default_rng(hash((wdtype.__name__, dtype, mode, granularity)) % 2**32)
+    for scale in (1e-6, 0.02, 3.0, 2000.0):
+        w = (rng.standard_normal((24, 96)) * scale).astype(wdtype)
+        w[0] = 0  # all-zero channel / blocks: 0/0
+        w[1, :32] = -0.0
+        w[2, 5] = w[2].max() * 7  # an outlier
+        r = quantize(w, dtype, mode=mode, granularity=granularity, block_size=32)
+        assert_identical(r, ct_qparams(w, dtype, mode, r.block_sizes))
+
+
+@pytest.mark.parametrize("dtype", ["int4", "uint8"])
+def test_conv_and_tuple_blocks_and_other_axes(dtype):
+    rng = np.random.default_rng(1)
+    w = (rng.standard_normal((8, 16, 3, 3)) * 0.1).astype(np.float16)
+    for kwargs, expected in [
+        (dict(granularity="per_block", block_size=8), [1, 8, 0, 0]),
+        (dict(granularity="per_block", block_size=(2, 4, 0, 3)), [2, 4, 0, 3]),
+        (dict(granularity="per_block", block_size=4, channel_axis=1, input_axis=0), [4, 1, 0, 0]),
+        (dict(granularity="per_channel", channel_axis=1), [0, 1, 0, 0]),
+    ]:
+        r = quantize(w, dtype, mode="linear", **kwargs)
+        assert list(r.block_sizes) == expected
+        assert_identical(r, ct_qparams(w, dtype, "linear", expected))
+
+
+def test_fp16_edge_cases_underflow_and_overflow():
+    w = np.zeros((6, 16), np.float16)
+    w[1] = 1e-6  # the scale underflows to 0 in fp16: w / 0 = inf, clipped
+    w[2, 0] = -3e-8  # subnormal minimum
+    w[3] = np.linspace(-40000, 40000, 16).astype(np.float16)  # hi - lo overflows fp16
+    w[4] = 65504
+    w[5, ::2] = -65504
+    for dtype in ("int8", "uint8", "int4", "uint4"):
+        for mode in ("linear_symmetric", "linear"):
+            r = quantize(w, dtype, mode=mode)
+            assert_identical(r, ct_qparams(w, dtype, mode, r.block_sizes))
+
+
+def test_real_minilm_weights(minilm_weights):
+    names = [n for n, v in minilm_weights.items() if "encoder.layer.0" in n and v.ndim == 2]
+    assert names
+    for i, name in enumerate(names):
+        for wdtype in (np.float16, np.float32):
+            w = minilm_weights[name].astype(wdtype)
+            dtype, mode, gran = [("int4", "linear_symmetric", "per_block"), ("uint8", "linear", "per_channel"),
+                                 ("int8", "linear", "per_block"), ("uint4", "linear_symmetric", "per_tensor")][i % 4]
+            r = quantize(w, dtype, mode=mode, granularity=gran, block_size=32)
+            assert_identical(r, ct_qparams(w, dtype, mode, r.block_sizes))
+
+
+def test_decompress_matches_coremltools_ops(ct):
+    from coremltools.converters.mil.mil import Builder as mb
+    from coremltools.converters.mil.mil import types
+
+    rng = np.random.default_rng(2)
+    w = (rng.standard_normal((16, 64)) * 0.05).astype(np.float16)
+    for dtype, mode, gran in [("int4", "linear_symmetric", "per_block"), ("uint4", "linear", "per_block"),
+                              ("int8", "linear", "per_channel"), ("uint8", "linear_symmetric", "per_tensor")]:
+        r = quantize(w, dtype, mode=mode, granularity=gran, block_size=16)
+        data_type = types.nptype_from_builtin(types.string_to_builtin(dtype))
+        captured = {}
+
+        @mb.program(input_specs=[mb.TensorSpec(shape=(1,))], opset_version=ct.target.iOS18)
+        def prog(x):
+            out = mb.constexpr_blockwise_shift_scale(
+                data=r.data.astype(data_type), scale=r.scale,
+                offset=None if r.offset is None else r.offset.astype(data_type))
+            captured["val"] = out.op.materialized_val_inference()
+            return x
+
+        assert np.asarray(captured["val"]).tobytes() == r.decompress().tobytes()
+        assert r.decompress().dtype == np.float16
+
+
+def test_ios16_form(ct):
+    from coremltools.converters.mil.mil import Builder as mb
+
+    w = (np.random.default_rng(3).standard_normal((16, 40)) * 0.05).astype(np.float16)
+    for dtype, mode, gran in [("int8", "linear_symmetric", "per_channel"), ("uint8", "linear", "per_tensor")]:
+        r = quantize(w, dtype, mode=mode, granularity=gran)
+        p = r.ios16
+        captured = {}
+
+        @mb.program(input_specs=[mb.TensorSpec(shape=(1,))], opset_version=ct.target.iOS16)
+        def prog(x):
+            out = mb.constexpr_affine_dequantize(quantized_data=p.quantized_data, zero_point=p.zero_point,
+                                                 scale=p.scale, axis=p.axis)
+            captured["val"] = out.op.materialized_val_inference()
+            return x
+
+        assert np.asarray(captured["val"]).tobytes() == r.decompress().tobytes()
+    with pytest.raises(ValueError, match="8-bit data only"):
+        quantize(w, "int4").ios16
+    with pytest.raises(ValueError, match="needs iOS18"):
+        quantize(w, "int8", granularity="per_block", block_size=8).ios16
+
+
+def test_int4_packing_matches_coremltools():
+    from coremltools.optimize._utils import pack_elements_into_bits
+
+    w = (np.random.default_rng(4).standard_normal((8, 33)) * 0.05).astype(np.float16)
+    r = quantize(w, "int4", granularity="per_tensor")
+    assert r.packed_data.tobytes() == pack_elements_into_bits(r.data, 4).tobytes()
+
+
+def test_thread_count_independence_and_torch():
+    torch = pytest.importorskip("torch")
+    w = (np.random.default_rng(5).standard_normal((256, 512)) * 0.05).astype(np.float16)
+    a = quantize(w, "int4", granularity="per_block", block_size=32, num_threads=1)
+    b = quantize(torch.from_numpy(w), "int4", granularity="per_block", block_size=32, num_threads=2)
+    assert np.array_equal(a.data, b.data) and a.scale.tobytes() == b.scale.tobytes()
+
+
+@pytest.mark.parametrize(
+    "kwargs,weight,error,match",
+    [
+        (dict(dtype="int3"), None, ValueError, "dtype must be one of"),
+        (dict(mode="affine"), None, ValueError, "mode must be one of"),
+        (dict(granularity="per_group"), None, ValueError, "granularity must be one of"),
+        (dict(granularity="per_block", block_size=48), None, ValueError, "block size 48 does not divide axis 1 of size 64"),
+        (dict(granularity="per_block", block_size=(1, 2, 3)), None, ValueError, "one entry per axis"),
+        (dict(granularity="per_block", block_size=0), None, ValueError, "block_size must be an int >= 1"),
+        (dict(), np.full((4, 64), np.inf, np.float16), ValueError, "contains inf"),
+        (dict(), np.full((4, 64), np.nan, np.float32), ValueError, "contains nan"),
+        (dict(), np.ones((4, 64), np.int8), TypeError, "dtype must be float16 or float32, got int8"),
+        (dict(granularity="per_block"), np.ones(64, np.float16), ValueError, "rank >= 2"),
+    ],
+)
+def test_bad_input(kwargs, weight, error, match):
+    w = np.ones((4, 64), np.float16) if weight is None else weight
+    with pytest.raises(error, match=match) as info:
+        quantize(w, **kwargs)
+    assert str(info.value).startswith("quantize:")
