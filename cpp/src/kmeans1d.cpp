@@ -52,6 +52,20 @@ class Layer {
     // separate pass so the compiler can vectorise the divisions.
     std::size_t argmin(std::size_t i, std::size_t a, std::size_t b) {
         const std::size_t m = b - a + 1;
+        if (m <= 8) {  // short ranges (most rows at deep levels): no buffer round trip
+            std::size_t best = a;
+            double best_val = prev_[a - 1] + cost_(a, i);
+            for (std::size_t j = a + 1; j <= b; ++j) {
+                const double v = prev_[j - 1] + cost_(j, i);
+                if (v < best_val) {
+                    best_val = v;
+                    best = j;
+                }
+            }
+            cur_[i] = best_val;
+            split_[i] = static_cast<std::uint32_t>(best);
+            return best;
+        }
         if (buf_.size() < m) buf_.resize(m);
         double* vals = buf_.data();
         const double cw_end = cost_.cw[i + 1], cs_end = cost_.cs[i + 1], cs2_end = cost_.cs2[i + 1];
