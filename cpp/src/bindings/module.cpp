@@ -6,4 +6,5 @@ PYBIND11_MODULE(_core, m) {
     weightpress::bindings::register_pack(m);
     weightpress::bindings::register_vector_kmeans(m);
     weightpress::bindings::register_quantize(m);
+    weightpress::bindings::register_prune(m);
 }

@@ -1,0 +1,31 @@
+// Pruning kernels (reference: coremltools-formats.md 3.3 and 5).
+//
+// sparsify_*: one pass that decides which elements survive, packs the mask LSB-first
+// (numpy packbits(bitorder="little")) and gathers the surviving values in C order.
+// An element survives when it is not pruned and is not zero (coremltools' mask is
+// W' != 0, so zeros that existed before pruning are masked out too).
+//   pruned by threshold: magnitude <= threshold, where magnitude is |w| or a caller-given
+//   map (block sparsity) and the comparison is exact in the weight's dtype;
+//   or pruned by a caller-given byte mask (n:m).
+// Returns the number of survivors; `nonzero` must hold up to n values.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace weightpress {
+
+std::size_t sparsify_f16(const std::uint16_t* w, std::size_t n, const std::uint16_t* magnitude,
+                         const std::uint8_t* pruned, float threshold, int threads, std::uint8_t* packed_mask,
+                         std::uint16_t* nonzero);
+std::size_t sparsify_f32(const float* w, std::size_t n, const float* magnitude, const std::uint8_t* pruned,
+                         float threshold, int threads, std::uint8_t* packed_mask, float* nonzero);
+
+// n:m selection: rows x channel magnitudes (row-major); each row is cut into groups of m
+// (the last group padded with zero magnitudes past `channel`, as coremltools pads); in each
+// group the n smallest magnitudes are pruned, the lower index first among equal ones.
+// pruned[r*channel + c] = 1 for pruned elements.
+void nm_prune_mask(const float* magnitude, std::size_t rows, std::size_t channel, int n, int m, int threads,
+                   std::uint8_t* pruned);
+
+}  // namespace weightpress

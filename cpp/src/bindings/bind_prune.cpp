@@ -1,0 +1,78 @@
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+
+#include "bindings.h"
+#include "weightpress/prune.h"
+
+namespace py = pybind11;
+
+namespace weightpress::bindings {
+namespace {
+
+using U8 = py::array_t<std::uint8_t, py::array::c_style>;
+
+template <typename T, typename Fn>
+py::tuple run_sparsify(py::array weight, std::optional<py::array> magnitude, std::optional<U8> pruned,
+                       float threshold, int threads, Fn fn) {
+    auto w = weight.cast<py::array_t<T, py::array::c_style>>();
+    const std::size_t n = static_cast<std::size_t>(w.size());
+    const T* mag = nullptr;
+    py::array_t<T, py::array::c_style> m;
+    if (magnitude) {
+        m = magnitude->cast<py::array_t<T, py::array::c_style>>();
+        if (static_cast<std::size_t>(m.size()) != n) throw py::value_error("prune: magnitude map size mismatch");
+        mag = m.data();
+    }
+    const std::uint8_t* p = nullptr;
+    if (pruned) {
+        if (static_cast<std::size_t>(pruned->size()) != n) throw py::value_error("prune: pruned mask size mismatch");
+        p = pruned->data();
+    }
+    U8 packed(static_cast<py::ssize_t>((n + 7) / 8));
+    py::array_t<T> nonzero(static_cast<py::ssize_t>(n));
+    std::uint8_t* pk = packed.mutable_data();
+    T* nz = nonzero.mutable_data();
+    const T* wp = w.data();
+    std::size_t count;
+    {
+        py::gil_scoped_release release;
+        count = fn(wp, n, mag, p, threshold, threads, pk, nz);
+    }
+    return py::make_tuple(packed, nonzero[py::slice(0, static_cast<py::ssize_t>(count), 1)]);
+}
+
+}  // namespace
+
+void register_prune(py::module_& m) {
+    m.def(
+        "sparsify",
+        [](py::array weight, std::optional<py::array> magnitude, std::optional<U8> pruned, float threshold,
+           int threads) -> py::tuple {
+            if (weight.dtype().is(py::dtype::of<std::uint16_t>()))
+                return run_sparsify<std::uint16_t>(weight, magnitude, pruned, threshold, threads, sparsify_f16);
+            if (weight.dtype().is(py::dtype::of<float>()))
+                return run_sparsify<float>(weight, magnitude, pruned, threshold, threads, sparsify_f32);
+            throw py::type_error("prune: expected uint16 (fp16 bits) or float32 weight");
+        },
+        py::arg("weight"), py::arg("magnitude"), py::arg("pruned"), py::arg("threshold"), py::arg("threads") = 0,
+        "Fused prune + mask pack + nonzero gather -> (packed mask u8, nonzero values)");
+    m.def(
+        "nm_prune_mask",
+        [](py::array_t<float, py::array::c_style | py::array::forcecast> magnitude, int n, int m_, int threads) {
+            if (magnitude.ndim() != 2) throw py::value_error("prune: n:m magnitudes must be [rows, channel]");
+            const std::size_t rows = magnitude.shape(0), channel = magnitude.shape(1);
+            U8 pruned({rows, channel});
+            const float* mp = magnitude.data();
+            std::uint8_t* out = pruned.mutable_data();
+            {
+                py::gil_scoped_release release;
+                nm_prune_mask(mp, rows, channel, n, m_, threads, out);
+            }
+            return pruned;
+        },
+        py::arg("magnitude"), py::arg("n"), py::arg("m"), py::arg("threads") = 0);
+}
+
+}  // namespace weightpress::bindings

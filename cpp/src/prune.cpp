@@ -1,0 +1,105 @@
+#include "weightpress/prune.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "weightpress/half.h"
+#include "weightpress/parallel.h"
+
+namespace weightpress {
+namespace {
+
+constexpr std::size_t kChunk = 1 << 16;  // elements per chunk: a multiple of 8, so mask bytes never straddle
+
+inline float f16(std::uint16_t h) { return static_cast<float>(half_to_double(h)); }
+
+struct F16 {
+    using T = std::uint16_t;
+    static float value(T v) { return f16(v); }
+    static bool is_zero(T v) { return (v & 0x7fff) == 0; }
+    static float magnitude(T v) { return f16(static_cast<T>(v & 0x7fff)); }
+};
+struct F32 {
+    using T = float;
+    static float value(T v) { return v; }
+    static bool is_zero(T v) { return v == 0.0f; }
+    static float magnitude(T v) { return std::fabs(v); }
+};
+
+template <typename K>
+std::size_t sparsify(const typename K::T* w, std::size_t n, const typename K::T* magnitude,
+                     const std::uint8_t* pruned, float threshold, int threads, std::uint8_t* packed,
+                     typename K::T* nonzero) {
+    const std::size_t chunks = (n + kChunk - 1) / kChunk;
+    std::vector<std::size_t> counts(chunks + 1, 0);
+    auto keep = [&](std::size_t i) {
+        if (K::is_zero(w[i])) return false;
+        if (pruned) return pruned[i] == 0;
+        const float mag = magnitude ? K::value(magnitude[i]) : K::magnitude(w[i]);
+        return !(mag <= threshold);
+    };
+    // Pass 1: the mask bytes and the survivors per chunk.
+    parallel_for(chunks, threads, [&](int, std::size_t c) {
+        const std::size_t begin = c * kChunk, end = std::min(n, begin + kChunk);
+        std::size_t count = 0;
+        for (std::size_t byte = begin / 8; byte * 8 < end; ++byte) {
+            std::uint8_t bits = 0;
+            for (std::size_t b = 0; b < 8 && byte * 8 + b < end; ++b)
+                if (keep(byte * 8 + b)) {
+                    bits |= static_cast<std::uint8_t>(1u << b);
+                    ++count;
+                }
+            packed[byte] = bits;
+        }
+        counts[c + 1] = count;
+    });
+    for (std::size_t c = 0; c < chunks; ++c) counts[c + 1] += counts[c];
+    // Pass 2: gather the survivors into their place.
+    parallel_for(chunks, threads, [&](int, std::size_t c) {
+        const std::size_t begin = c * kChunk, end = std::min(n, begin + kChunk);
+        typename K::T* out = nonzero + counts[c];
+        for (std::size_t i = begin; i < end; ++i)
+            if (packed[i / 8] >> (i % 8) & 1) *out++ = w[i];
+    });
+    return counts[chunks];
+}
+
+}  // namespace
+
+std::size_t sparsify_f16(const std::uint16_t* w, std::size_t n, const std::uint16_t* magnitude,
+                         const std::uint8_t* pruned, float threshold, int threads, std::uint8_t* packed_mask,
+                         std::uint16_t* nonzero) {
+    return sparsify<F16>(w, n, magnitude, pruned, threshold, threads, packed_mask, nonzero);
+}
+
+std::size_t sparsify_f32(const float* w, std::size_t n, const float* magnitude, const std::uint8_t* pruned,
+                         float threshold, int threads, std::uint8_t* packed_mask, float* nonzero) {
+    return sparsify<F32>(w, n, magnitude, pruned, threshold, threads, packed_mask, nonzero);
+}
+
+void nm_prune_mask(const float* magnitude, std::size_t rows, std::size_t channel, int n, int m, int threads,
+                   std::uint8_t* pruned) {
+    const std::size_t groups = (channel + m - 1) / m;
+    parallel_for(rows, threads, [&](int, std::size_t r) {
+        std::vector<std::uint32_t> order(m);
+        const float* row = magnitude + r * channel;
+        std::uint8_t* out = pruned + r * channel;
+        std::memset(out, 0, channel);
+        for (std::size_t g = 0; g < groups; ++g) {
+            const std::size_t base = g * m;
+            auto mag = [&](std::uint32_t t) { return base + t < channel ? row[base + t] : 0.0f; };
+            for (int t = 0; t < m; ++t) order[t] = static_cast<std::uint32_t>(t);
+            auto less = [&](std::uint32_t a, std::uint32_t b) {
+                const float ma = mag(a), mb = mag(b);
+                return ma < mb || (ma == mb && a < b);
+            };
+            if (n < m) std::nth_element(order.begin(), order.begin() + n, order.end(), less);
+            for (int t = 0; t < n; ++t)
+                if (base + order[t] < channel) out[base + order[t]] = 1;
+        }
+    });
+}
+
+}  // namespace weightpress
