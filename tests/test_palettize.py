@@ -411,3 +411,13 @@ def test_nan_in_a_later_group_is_found():
     w[63, 63] = np.nan
     with pytest.raises(ValueError, match="flat index 4095"):
         wp.palettize(w, 2, granularity="per_grouped_channel", group_size=16)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_single_nonfinite_value_is_refused_with_its_index(dtype, bad):
+    w = np.ones((64, 64), dtype)
+    w[40, 17] = bad
+    for kwargs in (dict(), dict(granularity="per_grouped_channel", group_size=16)):
+        with pytest.raises(ValueError, match=r"palettize: weight contains .* at flat index 2577"):
+            wp.palettize(w, 2, **kwargs)

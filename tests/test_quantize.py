@@ -162,3 +162,12 @@ def test_bad_input(kwargs, weight, error, match):
     with pytest.raises(error, match=match) as info:
         quantize(w, **kwargs)
     assert str(info.value).startswith("quantize:")
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_single_nonfinite_value_in_a_later_block_is_refused(dtype, bad):
+    w = np.ones((64, 64), dtype)
+    w[40, 17] = bad
+    with pytest.raises(ValueError, match=r"quantize: weight contains .* at flat index 2577"):
+        quantize(w, "int8", granularity="per_block", block_size=16)

@@ -23,7 +23,10 @@ const float* half_table() {
     return table;
 }
 
-inline float half_bits_to_float(std::uint16_t h) { return half_table()[h]; }
+// Filled once at load time, so the hot loops read it without a static-init guard.
+const float* const kHalfTable = half_table();
+
+inline float half_bits_to_float(std::uint16_t h) { return kHalfTable[h]; }
 
 // Rounds a float to the nearest half-precision value (ties to even), returned as float.
 // Fast path for the normal half range; everything else (subnormals, overflow, NaN) goes
@@ -42,12 +45,27 @@ inline float round_half(float x) {
 }
 
 // The weight's arithmetic: `round` is round_half for fp16, identity for fp32.
+// In-place fp16 rounding for the normal range; returns 1 (value untouched) when the exact
+// slow path is needed.
+inline std::uint32_t round_half_fast(float& x) {
+    std::uint32_t u;
+    std::memcpy(&u, &x, sizeof u);
+    const std::uint32_t exponent = (u >> 23) & 0xff;
+    const std::uint32_t rounded = (u + 0xfff + ((u >> 13) & 1)) & ~0x1fffu;
+    // 2^-14 <= |x| < 65520 (values that round to at most 65504)
+    const std::uint32_t ok = (exponent >= 113) & ((u & 0x7fffffffu) < 0x477ff000u);
+    if (ok) std::memcpy(&x, &rounded, sizeof x);
+    return ok ^ 1u;
+}
+
 struct Half {
+    static std::uint32_t round_fast(float& x) { return round_half_fast(x); }
     static float load(std::uint16_t h) { return half_bits_to_float(h); }
     static float round(float x) { return round_half(x); }
     static std::uint16_t store(float x) { return half_from_double(static_cast<double>(x)); }
 };
 struct Single {
+    static std::uint32_t round_fast(float&) { return 0; }
     static float load(float x) { return x; }
     static float round(float x) { return x; }
     static float store(float x) { return x; }
@@ -114,13 +132,23 @@ void quantize_impl(const In* w, const QuantizeSpec& s, int threads, std::uint8_t
     const std::size_t blocks = quantize_block_count(s);
     parallel_for(blocks, threads, [&](int, std::size_t b) {
         float mn = std::numeric_limits<float>::infinity(), mx = -mn;
+        bool nan_seen = false;
         for_each_run(s, b, [&](std::size_t off, std::size_t len) {
+            float lo_run = mn, hi_run = mx;  // locals: the compiler keeps them in registers
+            bool nan_run = false;
+            const In* src = w + off;
             for (std::size_t i = 0; i < len; ++i) {
-                const float v = T::load(w[off + i]);
-                mn = std::min(mn, v);
-                mx = std::max(mx, v);
+                const float v = T::load(src[i]);
+                lo_run = std::min(lo_run, v);
+                hi_run = std::max(hi_run, v);
+                nan_run |= v != v;
             }
+            mn = lo_run;
+            mx = hi_run;
+            nan_seen = nan_seen || nan_run;
         });
+        if (nan_seen || !std::isfinite(mn) || !std::isfinite(mx))
+            throw std::domain_error("quantize: weight contains NaN or Inf");
         float lo, hi;
         if (s.symmetric) {
             const float r = std::max(std::fabs(mn), std::fabs(mx));
@@ -144,11 +172,30 @@ void quantize_impl(const In* w, const QuantizeSpec& s, int threads, std::uint8_t
         }
         scale_out[b] = T::store(scale);
         if (zp_out) zp_out[b] = to_int_byte(zp, qmin, qmax);
+        // Elementwise in tiles: the division and the fp16 rounding fast path vectorise;
+        // the rare values outside the normal half range take the exact slow path.
+        constexpr std::size_t kTile = 256;
+        float x[kTile];
+        std::uint32_t slow[kTile];
         for_each_run(s, b, [&](std::size_t off, std::size_t len) {
-            for (std::size_t i = 0; i < len; ++i) {
-                float q = std::nearbyint(T::round(T::load(w[off + i]) / scale));
-                if (has_zp) q = T::round(q + zp);
-                data[off + i] = to_int_byte(q, qmin, qmax);
+            for (std::size_t t0 = 0; t0 < len; t0 += kTile) {
+                const std::size_t m = std::min(kTile, len - t0);
+                const In* src = w + off + t0;
+                for (std::size_t i = 0; i < m; ++i) x[i] = T::load(src[i]) / scale;
+                std::uint32_t any_slow = 0;
+                for (std::size_t i = 0; i < m; ++i) {
+                    slow[i] = T::round_fast(x[i]);
+                    any_slow |= slow[i];
+                }
+                if (any_slow)
+                    for (std::size_t i = 0; i < m; ++i)
+                        if (slow[i]) x[i] = T::round(x[i]);
+                std::uint8_t* dst = data + off + t0;
+                for (std::size_t i = 0; i < m; ++i) {
+                    float q = std::nearbyint(x[i]);
+                    if (has_zp) q = T::round(q + zp);
+                    dst[i] = to_int_byte(q, qmin, qmax);
+                }
             }
         });
     });

@@ -28,11 +28,12 @@ def _from_torch(weight, op: str):
         raise TypeError(f"{op}: cannot read torch tensor of dtype {t.dtype}: {exc}") from None
 
 
-def as_weight(weight, op: str, *, min_rank: int = 1) -> np.ndarray:
+def as_weight(weight, op: str, *, min_rank: int = 1, finite: bool = True) -> np.ndarray:
     """Returns `weight` as a C-contiguous float16/float32 numpy array, or raises.
 
     Rejects non-float dtypes, empty arrays, ranks below `min_rank`, and NaN/Inf, each
-    with a message that names the operation and the offending value.
+    with a message that names the operation and the offending value. finite=False leaves
+    the NaN/Inf check to a kernel that detects them in its own pass (see kernel_call).
     """
     if type(weight).__module__.startswith("torch"):
         weight = _from_torch(weight, op)
@@ -50,8 +51,20 @@ def as_weight(weight, op: str, *, min_rank: int = 1) -> np.ndarray:
     if weight.size == 0:
         raise ValueError(f"{op}: weight is empty (shape {weight.shape})")
     weight = np.ascontiguousarray(weight)
-    check_finite(weight, op)
+    if finite:
+        check_finite(weight, op)
     return weight
+
+
+def kernel_call(fn, weight: np.ndarray, op: str):
+    """Runs a kernel that refuses NaN/Inf itself (C++ domain_error -> ValueError mentioning
+    "NaN or Inf") and turns that refusal into the detailed message of check_finite."""
+    try:
+        return fn()
+    except ValueError as exc:
+        if "NaN or Inf" in str(exc):
+            check_finite(weight, op)
+        raise
 
 
 def check_finite(weight: np.ndarray, op: str, what: str = "weight") -> None:

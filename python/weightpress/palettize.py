@@ -22,7 +22,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import _core
-from ._arrays import as_sample_weight, as_weight, normalize_axis, threads_arg
+from ._arrays import as_sample_weight, as_weight, kernel_call, normalize_axis, threads_arg
 from .packing import SUPPORTED_NBITS, pack_bits
 
 MODES = ("kmeans", "uniform", "unique", "custom")
@@ -331,7 +331,9 @@ def palettize(
     """
     _check_options(mode, nbits, granularity, group_size, cluster_dim, lut_function, sample_weight)
     needs_axis = granularity == "per_grouped_channel" or cluster_dim > 1 or enable_per_channel_scale
-    w = as_weight(weight, "palettize", min_rank=2 if needs_axis else 1)
+    # Scalar k-means finds NaN/Inf in its own histogram/sort pass; the other modes check here.
+    scalar_kmeans = mode == "kmeans" and cluster_dim == 1 and not enable_per_channel_scale
+    w = as_weight(weight, "palettize", min_rank=2 if needs_axis else 1, finite=not scalar_kmeans)
     axis = normalize_axis(channel_axis, w.ndim, "palettize")
     threads = threads_arg(num_threads, "palettize")
     importance = as_sample_weight(sample_weight, w, "palettize") if sample_weight is not None else None
@@ -352,7 +354,8 @@ def palettize(
     objective = kernel_sse = None
     clusters = None
     if mode == "kmeans" and cluster_dim == 1:
-        lut, idx, clusters, objective, sse = _kmeans_scalar(flat, flat_importance, nbits, threads)
+        lut, idx, clusters, objective, sse = kernel_call(
+            lambda: _kmeans_scalar(flat, flat_importance, nbits, threads), w, "palettize")
         kernel_sse = sse if scale is None else None
     elif mode == "kmeans":
         lut, idx, clusters, objective = _kmeans_vector(flat, flat_importance, swapped_shape, groups, nbits,

@@ -14,7 +14,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from . import _core
-from ._arrays import as_weight, normalize_axis, threads_arg
+from ._arrays import as_weight, kernel_call, normalize_axis, threads_arg
 from .packing import pack_bits
 
 DTYPES = {"int4": (4, True), "uint4": (4, False), "int8": (8, True), "uint8": (8, False)}
@@ -152,7 +152,7 @@ def quantize(
     mode = mode.lower()
     if granularity not in GRANULARITIES:
         raise ValueError(f"quantize: granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
-    w = as_weight(weight, "quantize", min_rank=1)
+    w = as_weight(weight, "quantize", min_rank=1, finite=False)  # the kernel checks in its min/max pass
     axis = normalize_axis(channel_axis, w.ndim, "quantize")
     in_axis = normalize_axis(1 if input_axis is None else input_axis, max(w.ndim, 2), "quantize", "input_axis")
     sizes = block_sizes_for(w.shape, granularity, block_size, axis, in_axis)
@@ -162,8 +162,10 @@ def quantize(
     blocks = [b if b else n for n, b in zip(w.shape, sizes)]
     nbits, signed = DTYPES[dtype]
     source = w.view(np.uint16) if w.dtype == np.float16 else w
-    data, scale, offset = _core.quantize_blockwise(source, blocks, nbits, signed, mode == "linear_symmetric",
-                                                   threads_arg(num_threads, "quantize"))
+    threads = threads_arg(num_threads, "quantize")
+    data, scale, offset = kernel_call(
+        lambda: _core.quantize_blockwise(source, blocks, nbits, signed, mode == "linear_symmetric", threads),
+        w, "quantize")
     if w.dtype == np.float16:
         scale = scale.view(np.float16)
     return QuantizeResult(weight=w, dtype=dtype, mode=mode, block_sizes=sizes, data=data, scale=scale,
