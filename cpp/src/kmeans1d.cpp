@@ -1,6 +1,7 @@
 #include "weightpress/kmeans1d.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 namespace weightpress {
@@ -44,6 +45,20 @@ class Layer {
             if (mid > lo) solve(lo, mid - 1, opt_lo, best);
             lo = mid + 1;
             opt_lo = best;
+        }
+    }
+
+    // Rows [lo, hi] from the last down: each row's argmin is bounded above by the next
+    // row's (row monotonicity) and below by the previous layer's (Knuth's bounds). Cheaper
+    // than divide-and-conquer once clusters are small: the window is about n / c^2 wide.
+    void solve_descending(std::size_t lo, std::size_t hi) {
+        std::size_t upper = hi;
+        for (std::size_t i = hi + 1; i-- > lo;) {
+            std::size_t a = min_split_;
+            if (lower_) a = std::max<std::size_t>(a, lower_[i]);
+            const std::size_t b = std::min(upper, i);
+            if (a > b) a = b;  // only possible through rounding noise in the bounds
+            upper = argmin(i, a, b);
         }
     }
 
@@ -137,7 +152,13 @@ void kmeans1d_optimal(const double* x, const double* w, std::size_t n, std::size
         const std::size_t row_lo = (c == k - 1 && !sse_by_k) ? n - 1 : c;
         const std::size_t row_hi = n - 1;
         Layer layer(cost, s.prev.data(), s.cur.data(), split_row, lower, c, s.candidates);
-        layer.solve(row_lo, row_hi, c, row_hi);
+        // Divide-and-conquer costs about log2(n) candidates per row; the descending sweep
+        // about n / (c (c + 1)) once the previous layer bounds each row from below.
+        const double window = static_cast<double>(n) / (static_cast<double>(c) * (c + 1));
+        if (lower && window < std::log2(static_cast<double>(n)))
+            layer.solve_descending(row_lo, row_hi);
+        else
+            layer.solve(row_lo, row_hi, c, row_hi);
         if (sse_by_k) sse_by_k[c] = s.cur[n - 1];
         std::swap(s.prev, s.cur);
     }
