@@ -170,3 +170,18 @@ def test_nan_refused():
     w[1, 1] = np.nan
     with pytest.raises(ValueError, match="prune: weight contains nan"):
         prune(w, target_sparsity=0.5)
+
+
+def test_percentile_by_selection_equals_numpy():
+    from weightpress.prune import _percentile
+
+    rng = np.random.default_rng(0)
+    for t in range(400):
+        n = int(rng.integers(1, 3000))
+        dtype = (np.float16, np.float32)[t % 2]
+        m = np.abs(rng.standard_normal(n) * rng.choice([1e-5, 0.01, 1, 100])).astype(dtype)
+        if t % 5 == 0:
+            m = (np.round(m * 8) / 8).astype(dtype)  # repeated values
+        q = float(rng.choice([0.1, 0.5, 0.75, 0.9, 1 / 3, rng.uniform(0, 1)])) * 100
+        ours, ref = np.asarray(_percentile(m, q, 1)), np.asarray(np.percentile(m, q))
+        assert ours.dtype == ref.dtype and ours.tobytes() == ref.tobytes(), (n, q)

@@ -79,6 +79,49 @@ std::size_t sparsify_f32(const float* w, std::size_t n, const float* magnitude, 
     return sparsify<F32>(w, n, magnitude, pruned, threshold, threads, packed_mask, nonzero);
 }
 
+void order_statistics_f16(const std::uint16_t* magnitude, std::size_t n, const std::size_t* ks, std::size_t count,
+                          int threads, std::uint16_t* out) {
+    constexpr std::size_t kBins = 65536;
+    const std::size_t chunks = (n + kChunk - 1) / kChunk;
+    const int workers = worker_count(chunks, threads);
+    std::vector<std::vector<std::uint64_t>> partial(workers, std::vector<std::uint64_t>(kBins, 0));
+    parallel_for(chunks, threads, [&](int w, std::size_t c) {
+        const std::size_t begin = c * kChunk, end = std::min(n, begin + kChunk);
+        std::uint64_t* h = partial[w].data();
+        for (std::size_t i = begin; i < end; ++i) ++h[magnitude[i]];
+    });
+    std::vector<std::uint64_t> hist(kBins, 0);
+    for (auto& p : partial)
+        for (std::size_t b = 0; b < kBins; ++b) hist[b] += p[b];
+    for (std::size_t j = 0; j < count; ++j) {
+        std::uint64_t seen = 0;
+        // Non-negative halves sort by bit pattern; -0 (0x8000) equals +0 and sorts with it.
+        std::uint16_t value = 0;
+        if (ks[j] < hist[0] + hist[0x8000]) {
+            value = hist[0] ? 0 : 0x8000;
+        } else {
+            seen = hist[0] + hist[0x8000];
+            for (std::size_t b = 1; b < 0x8000; ++b) {
+                seen += hist[b];
+                if (ks[j] < seen) {
+                    value = static_cast<std::uint16_t>(b);
+                    break;
+                }
+            }
+        }
+        out[j] = value;
+    }
+}
+
+void order_statistics_f32(const float* magnitude, std::size_t n, const std::size_t* ks, std::size_t count,
+                          float* out) {
+    std::vector<float> copy(magnitude, magnitude + n);
+    for (std::size_t j = 0; j < count; ++j) {
+        std::nth_element(copy.begin(), copy.begin() + ks[j], copy.end());
+        out[j] = copy[ks[j]];
+    }
+}
+
 void nm_prune_mask(const float* magnitude, std::size_t rows, std::size_t channel, int n, int m, int threads,
                    std::uint8_t* pruned) {
     const std::size_t groups = (channel + m - 1) / m;

@@ -111,6 +111,29 @@ def _block_magnitude(w, block_size, dim):
     return np.transpose(val, axes=perm) if dim == 1 else val
 
 
+def _percentile(magnitude, q, threads):
+    """np.percentile(magnitude, q) (method "linear", q a Python float) for non-negative
+    magnitudes, bit for bit: the two neighbouring order statistics come from the C++
+    selection, the interpolation repeats numpy's _lerp in the magnitude's dtype."""
+    n = magnitude.size
+    virtual = (n - 1) * np.true_divide(q, 100)
+    if virtual >= n - 1:
+        below = above = n - 1
+    else:
+        below = int(np.floor(virtual))
+        above = below + 1
+    gamma = float(virtual - below)
+    values = _core.order_statistics(_bits(np.ascontiguousarray(magnitude).reshape(-1)), [below, above], threads)
+    if magnitude.dtype == np.float16:
+        values = values.view(np.float16)
+    a, b = values[0], values[1]
+    diff = b - a
+    result = a + diff * gamma
+    if gamma >= 0.5:
+        result = b - diff * (1 - gamma)
+    return result
+
+
 def _check_dim(dim, w, what):
     if dim not in (0, 1):
         raise ValueError(f"prune: {what} dim must be 0 or 1, got {dim!r}")
@@ -172,7 +195,7 @@ def prune(
                 raise ValueError(f"prune: block_size {block_size} is more than half of the {w.shape[dim]} channels "
                                  f"on axis {dim} (coremltools skips such a weight)")
             magnitude = _block_magnitude(w, int(block_size), dim)
-        q = target_sparsity * 100
+        q = float(target_sparsity) * 100  # a Python float, as in coremltools' config
         if q == 100:
             return PruneResult(weight=w, packed_mask=np.zeros((w.size + 7) // 8, np.uint8),
                                nonzero_data=np.zeros(0, w.dtype))
@@ -180,7 +203,7 @@ def prune(
             packed, nonzero = _sparsify(w, threads, pruned=np.zeros(w.size, np.uint8))
             return PruneResult(weight=w, packed_mask=packed, nonzero_data=nonzero)
         mag = magnitude if magnitude is not None else np.abs(w)
-        cut = np.percentile(mag, q)  # numpy's selection-based percentile, as coremltools
+        cut = _percentile(mag, q, threads)  # what np.percentile gives, by counting selection
         packed, nonzero = _sparsify(w, threads, magnitude=mag, threshold=cut)
         return PruneResult(weight=w, packed_mask=packed, nonzero_data=nonzero)
 

@@ -59,6 +59,30 @@ void register_prune(py::module_& m) {
         py::arg("weight"), py::arg("magnitude"), py::arg("pruned"), py::arg("threshold"), py::arg("threads") = 0,
         "Fused prune + mask pack + nonzero gather -> (packed mask u8, nonzero values)");
     m.def(
+        "order_statistics",
+        [](py::array magnitude, std::vector<std::size_t> ks, int threads) -> py::array {
+            const std::size_t n = static_cast<std::size_t>(magnitude.size());
+            for (std::size_t k : ks)
+                if (k >= n) throw py::value_error("prune: order statistic out of range");
+            if (magnitude.dtype().is(py::dtype::of<std::uint16_t>())) {
+                auto m = magnitude.cast<py::array_t<std::uint16_t, py::array::c_style>>();
+                py::array_t<std::uint16_t> out(static_cast<py::ssize_t>(ks.size()));
+                const std::uint16_t* mp = m.data();
+                std::uint16_t* o = out.mutable_data();
+                py::gil_scoped_release release;
+                order_statistics_f16(mp, n, ks.data(), ks.size(), threads, o);
+                return std::move(out);
+            }
+            auto m = magnitude.cast<py::array_t<float, py::array::c_style>>();
+            py::array_t<float> out(static_cast<py::ssize_t>(ks.size()));
+            const float* mp = m.data();
+            float* o = out.mutable_data();
+            py::gil_scoped_release release;
+            order_statistics_f32(mp, n, ks.data(), ks.size(), o);
+            return std::move(out);
+        },
+        py::arg("magnitude"), py::arg("ks"), py::arg("threads") = 0);
+    m.def(
         "nm_prune_mask",
         [](py::array_t<float, py::array::c_style | py::array::forcecast> magnitude, int n, int m_, int threads) {
             if (magnitude.ndim() != 2) throw py::value_error("prune: n:m magnitudes must be [rows, channel]");
