@@ -61,3 +61,25 @@ def labels_objective(values, weights, labels) -> float:
 def lut_to_dense_ref(lut_groups, index_groups):
     """Scalar decode per group: out[g, e] = lut[g, idx[g, e]]."""
     return np.stack([lut[idx] for lut, idx in zip(lut_groups, index_groups)])
+
+
+# ---------------------------------------------------------------- pruning
+
+
+def block_magnitude_ref(w, block_size, dim):
+    """Block L2-norm map with coremltools' numpy operations (weight dtype throughout)."""
+    rank = w.ndim
+    val = np.abs(w)
+    perm = [1, 0] + list(range(2, rank))
+    if dim == 1:
+        val = np.transpose(val, axes=perm)
+    channel = val.shape[0]
+    if channel % block_size:
+        val = np.pad(val, [(0, block_size - channel % block_size)] + [(0, 0)] * (rank - 1))
+    padded = val.shape
+    val = val.reshape([padded[0] // block_size, block_size] + list(padded[1:]))
+    val = np.sqrt(np.sum(val * val, axis=1, keepdims=True))
+    reps = [1] * (rank + 1)
+    reps[1] = block_size
+    val = np.tile(val, reps).reshape(padded)[:channel]
+    return np.transpose(val, axes=perm) if dim == 1 else val

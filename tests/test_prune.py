@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from weightpress.prune import prune
+from reference import block_magnitude_ref
+from weightpress.prune import _block_magnitude, prune
 
 
 def P():
@@ -185,3 +186,13 @@ def test_percentile_by_selection_equals_numpy():
         q = float(rng.choice([0.1, 0.5, 0.75, 0.9, 1 / 3, rng.uniform(0, 1)])) * 100
         ours, ref = np.asarray(_percentile(m, q, 1)), np.asarray(np.percentile(m, q))
         assert ours.dtype == ref.dtype and ours.tobytes() == ref.tobytes(), (n, q)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("shape,block_size,dim", [((32, 20), 4, 0), ((33, 7), 5, 0), ((9, 30, 3), 4, 1),
+                                                  ((6, 10, 3, 3), 3, 1), ((64, 8), 2, 0)])
+def test_block_magnitude_equals_numpy_reference(dtype, shape, block_size, dim):
+    w = (np.random.default_rng(7).standard_normal(shape) * 30).astype(dtype)  # fp16 sums that round
+    ours = _block_magnitude(w, block_size, dim, 2)
+    ref = block_magnitude_ref(w, block_size, dim)
+    assert ours.dtype == ref.dtype and ours.tobytes() == np.ascontiguousarray(ref).tobytes()

@@ -66,7 +66,45 @@ std::size_t sparsify(const typename K::T* w, std::size_t n, const typename K::T*
     return counts[chunks];
 }
 
+inline float round_to_half(float x) { return f16(half_from_double(static_cast<double>(x))); }
+
+template <typename T, typename Load, typename Round, typename Store>
+void block_magnitude(const T* w, std::size_t outer, std::size_t channel, std::size_t inner, std::size_t block,
+                     int threads, T* out, Load load, Round round, Store store) {
+    const std::size_t blocks = (channel + block - 1) / block;
+    parallel_for(outer * blocks, threads, [&](int, std::size_t task) {
+        const std::size_t a = task / blocks, first = (task % blocks) * block;
+        const std::size_t last = std::min(channel, first + block);
+        std::vector<float> acc(inner);
+        for (std::size_t c = first; c < last; ++c) {
+            const T* row = w + (a * channel + c) * inner;
+            for (std::size_t r = 0; r < inner; ++r) {
+                const float v = load(row[r]);
+                const float sq = round(v * v);
+                acc[r] = c == first ? sq : round(acc[r] + sq);
+            }
+        }
+        for (std::size_t r = 0; r < inner; ++r) acc[r] = round(std::sqrt(acc[r]));
+        for (std::size_t c = first; c < last; ++c) {
+            T* row = out + (a * channel + c) * inner;
+            for (std::size_t r = 0; r < inner; ++r) row[r] = store(acc[r]);
+        }
+    });
+}
+
 }  // namespace
+
+void block_magnitude_f16(const std::uint16_t* w, std::size_t outer, std::size_t channel, std::size_t inner,
+                         std::size_t block, int threads, std::uint16_t* out) {
+    block_magnitude(w, outer, channel, inner, block, threads, out, f16, round_to_half,
+                    [](float x) { return half_from_double(static_cast<double>(x)); });
+}
+
+void block_magnitude_f32(const float* w, std::size_t outer, std::size_t channel, std::size_t inner,
+                         std::size_t block, int threads, float* out) {
+    block_magnitude(w, outer, channel, inner, block, threads, out, [](float x) { return x; },
+                    [](float x) { return x; }, [](float x) { return x; });
+}
 
 std::size_t sparsify_f16(const std::uint16_t* w, std::size_t n, const std::uint16_t* magnitude,
                          const std::uint8_t* pruned, float threshold, int threads, std::uint8_t* packed_mask,

@@ -92,23 +92,13 @@ def _sparsify(w, threads, magnitude=None, pruned=None, threshold=0.0):
     return packed, np.array(nonzero)
 
 
-def _block_magnitude(w, block_size, dim):
-    """coremltools' block L2 norm map, with the same numpy operations in the weight dtype."""
-    rank = w.ndim
-    val = np.abs(w)
-    perm = [1, 0] + list(range(2, rank))
-    if dim == 1:
-        val = np.transpose(val, axes=perm)
-    channel = val.shape[0]
-    if channel % block_size:
-        val = np.pad(val, [(0, block_size - channel % block_size)] + [(0, 0)] * (rank - 1))
-    padded = val.shape
-    val = val.reshape([padded[0] // block_size, block_size] + list(padded[1:]))
-    val = np.sqrt(np.sum(val * val, axis=1, keepdims=True))
-    reps = [1] * (rank + 1)
-    reps[1] = block_size
-    val = np.tile(val, reps).reshape(padded)[:channel]
-    return np.transpose(val, axes=perm) if dim == 1 else val
+def _block_magnitude(w, block_size, dim, threads):
+    """coremltools' block L2-norm map (see cpp/include/weightpress/prune.h), weight dtype."""
+    outer = 1 if dim == 0 else w.shape[0]
+    channel = w.shape[dim]
+    inner = w.size // (outer * channel)
+    out = _core.block_magnitude(_bits(w), outer, channel, inner, block_size, threads)
+    return (out.view(np.float16) if w.dtype == np.float16 else out).reshape(w.shape)
 
 
 def _percentile(magnitude, q, threads):
@@ -194,7 +184,7 @@ def prune(
             if block_size > w.shape[dim] / 2:
                 raise ValueError(f"prune: block_size {block_size} is more than half of the {w.shape[dim]} channels "
                                  f"on axis {dim} (coremltools skips such a weight)")
-            magnitude = _block_magnitude(w, int(block_size), dim)
+            magnitude = _block_magnitude(w, int(block_size), dim, threads)
         q = float(target_sparsity) * 100  # a Python float, as in coremltools' config
         if q == 100:
             return PruneResult(weight=w, packed_mask=np.zeros((w.size + 7) // 8, np.uint8),

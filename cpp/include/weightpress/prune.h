@@ -29,6 +29,16 @@ void order_statistics_f16(const std::uint16_t* magnitude, std::size_t n, const s
 void order_statistics_f32(const float* magnitude, std::size_t n, const std::size_t* ks, std::size_t count,
                           float* out);
 
+// Block sparsity magnitude map (coremltools' _apply_block_sparsity): the weight seen as
+// [outer, channel, inner] (dim 0: outer = 1; dim 1: outer = shape[0]); channels are cut into
+// blocks of `block` (the last one zero-padded) and every element gets its block's L2 norm
+// sqrt(sum over the block's channels of w^2), summed in channel order, in the weight dtype
+// (fp16: rounded to half after every operation, as numpy).
+void block_magnitude_f16(const std::uint16_t* w, std::size_t outer, std::size_t channel, std::size_t inner,
+                         std::size_t block, int threads, std::uint16_t* out);
+void block_magnitude_f32(const float* w, std::size_t outer, std::size_t channel, std::size_t inner,
+                         std::size_t block, int threads, float* out);
+
 // n:m selection: rows x channel magnitudes (row-major); each row is cut into groups of m
 // (the last group padded with zero magnitudes past `channel`, as coremltools pads); in each
 // group the n smallest magnitudes are pruned, the lower index first among equal ones.

@@ -83,6 +83,31 @@ void register_prune(py::module_& m) {
         },
         py::arg("magnitude"), py::arg("ks"), py::arg("threads") = 0);
     m.def(
+        "block_magnitude",
+        [](py::array weight, std::size_t outer, std::size_t channel, std::size_t inner, std::size_t block,
+           int threads) -> py::array {
+            if (outer * channel * inner != static_cast<std::size_t>(weight.size()) || block < 1)
+                throw py::value_error("prune: block magnitude layout does not match the weight");
+            if (weight.dtype().is(py::dtype::of<std::uint16_t>())) {
+                auto w = weight.cast<py::array_t<std::uint16_t, py::array::c_style>>();
+                py::array_t<std::uint16_t> out(weight.size());
+                const std::uint16_t* wp = w.data();
+                std::uint16_t* o = out.mutable_data();
+                py::gil_scoped_release release;
+                block_magnitude_f16(wp, outer, channel, inner, block, threads, o);
+                return std::move(out);
+            }
+            auto w = weight.cast<py::array_t<float, py::array::c_style>>();
+            py::array_t<float> out(weight.size());
+            const float* wp = w.data();
+            float* o = out.mutable_data();
+            py::gil_scoped_release release;
+            block_magnitude_f32(wp, outer, channel, inner, block, threads, o);
+            return std::move(out);
+        },
+        py::arg("weight"), py::arg("outer"), py::arg("channel"), py::arg("inner"), py::arg("block"),
+        py::arg("threads") = 0);
+    m.def(
         "nm_prune_mask",
         [](py::array_t<float, py::array::c_style | py::array::forcecast> magnitude, int n, int m_, int threads) {
             if (magnitude.ndim() != 2) throw py::value_error("prune: n:m magnitudes must be [rows, channel]");
