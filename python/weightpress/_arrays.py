@@ -105,3 +105,9 @@ def threads_arg(num_threads, op: str) -> int:
     if not isinstance(num_threads, (int, np.integer)) or isinstance(num_threads, bool) or num_threads < 1:
         raise ValueError(f"{op}: num_threads must be a positive int or None, got {num_threads!r}")
     return int(num_threads)
+
+
+def sum_squared_error(dense: np.ndarray, weight: np.ndarray) -> float:
+    """SSE of a decompressed tensor against the original, accumulated in float64."""
+    diff = (dense.astype(np.float64) - weight.astype(np.float64)).reshape(-1)
+    return float(np.dot(diff, diff))

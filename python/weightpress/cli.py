@@ -50,16 +50,12 @@ def _coremltools_palettize(weight, nbits, granularity, group_size):
     return palettize_weights.decompress(params)
 
 
-def _sse(dense, weight):
-    diff = dense.astype(np.float64) - weight.astype(np.float64)
-    return float(np.dot(diff.reshape(-1), diff.reshape(-1)))
-
-
 def run_demo(args) -> int:
     import logging
     import warnings
 
     import weightpress as wp
+    from weightpress._arrays import sum_squared_error
 
     warnings.filterwarnings("ignore")
     logging.getLogger("coremltools").setLevel(logging.ERROR)
@@ -81,7 +77,7 @@ def run_demo(args) -> int:
         t1 = time.perf_counter()
         result = wp.palettize(w, args.nbits, granularity=args.granularity, group_size=args.group_size)
         t2 = time.perf_counter()
-        ct_sse, wp_sse = _sse(ct_dense, w), result.sse
+        ct_sse, wp_sse = sum_squared_error(ct_dense, w), result.sse
         totals["ct_time"] += t1 - t0
         totals["wp_time"] += t2 - t1
         totals["ct_sse"] += ct_sse

@@ -22,7 +22,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import _core
-from ._arrays import as_sample_weight, as_weight, kernel_call, normalize_axis, threads_arg
+from ._arrays import as_sample_weight, as_weight, kernel_call, normalize_axis, sum_squared_error, threads_arg
 from .packing import SUPPORTED_NBITS, pack_bits
 
 MODES = ("kmeans", "uniform", "unique", "custom")
@@ -170,8 +170,7 @@ class PalettizeResult:
         """Sum of squared errors of decompress() against the input weight (float64)."""
         if self._kernel_sse is not None:
             return float(self._kernel_sse)
-        diff = self.decompress().astype(np.float64) - self._weight.astype(np.float64)
-        return float(np.dot(diff.reshape(-1), diff.reshape(-1)))
+        return sum_squared_error(self.decompress(), self._weight)
 
     @property
     def nbytes(self) -> int:

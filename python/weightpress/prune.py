@@ -19,7 +19,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from . import _core
-from ._arrays import as_weight, threads_arg
+from ._arrays import as_weight, sum_squared_error, threads_arg
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,7 @@ class PruneResult:
 
     @cached_property
     def sse(self) -> float:
-        diff = self.decompress().astype(np.float64) - self._weight.astype(np.float64)
-        return float(np.dot(diff.reshape(-1), diff.reshape(-1)))
+        return sum_squared_error(self.decompress(), self._weight)
 
     @property
     def nbytes(self) -> int:

@@ -14,7 +14,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from . import _core
-from ._arrays import as_weight, kernel_call, normalize_axis, threads_arg
+from ._arrays import as_weight, kernel_call, normalize_axis, sum_squared_error, threads_arg
 from .packing import pack_bits
 
 DTYPES = {"int4": (4, True), "uint4": (4, False), "int8": (8, True), "uint8": (8, False)}
@@ -86,8 +86,7 @@ class QuantizeResult:
 
     @cached_property
     def sse(self) -> float:
-        diff = self.decompress().astype(np.float64) - self._weight.astype(np.float64)
-        return float(np.dot(diff.reshape(-1), diff.reshape(-1)))
+        return sum_squared_error(self.decompress(), self._weight)
 
     @property
     def nbytes(self) -> int:
