@@ -24,6 +24,26 @@ struct PrefixCost {
     }
 };
 
+// prev[j-1] + cost(j, i) for m consecutive candidates j. IEEE division, addition and
+// multiplication are exact-rounded at any vector width and contraction is off, so the
+// wider clones give bit-identical values; they only exist where GCC/clang can dispatch
+// at load time (x86-64 Linux).
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void candidate_costs(const double* cw, const double* cs, const double* cs2, const double* pv, double cw_end,
+                     double cs_end, double cs2_end, std::size_t m, double* vals) {
+    for (std::size_t t = 0; t < m; ++t) {
+        const double weight = cw_end - cw[t];
+        const double sum = cs_end - cs[t];
+        const double mu = sum / weight;
+        double r = cs2_end - cs2[t];
+        r += weight * (mu * mu);
+        r -= (2 * mu) * sum;
+        vals[t] = pv[t] + r;
+    }
+}
+
 // One DP layer: cur[i] = min_{j in [lo_j, i]} prev[j-1] + cost(j, i) for rows i in
 // [row_lo, row_hi], with the leftmost argmin stored in split_row[i].
 class Layer {
@@ -83,20 +103,8 @@ class Layer {
         }
         if (buf_.size() < m) buf_.resize(m);
         double* vals = buf_.data();
-        const double cw_end = cost_.cw[i + 1], cs_end = cost_.cs[i + 1], cs2_end = cost_.cs2[i + 1];
-        const double* cw = cost_.cw + a;
-        const double* cs = cost_.cs + a;
-        const double* cs2 = cost_.cs2 + a;
-        const double* pv = prev_ + a - 1;
-        for (std::size_t t = 0; t < m; ++t) {
-            const double weight = cw_end - cw[t];
-            const double sum = cs_end - cs[t];
-            const double mu = sum / weight;
-            double r = cs2_end - cs2[t];
-            r += weight * (mu * mu);
-            r -= (2 * mu) * sum;
-            vals[t] = pv[t] + r;
-        }
+        candidate_costs(cost_.cw + a, cost_.cs + a, cost_.cs2 + a, prev_ + a - 1, cost_.cw[i + 1],
+                        cost_.cs[i + 1], cost_.cs2[i + 1], m, vals);
         std::size_t best = 0;
         double best_val = vals[0];
         for (std::size_t t = 1; t < m; ++t) {
