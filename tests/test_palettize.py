@@ -421,3 +421,13 @@ def test_single_nonfinite_value_is_refused_with_its_index(dtype, bad):
     for kwargs in (dict(), dict(granularity="per_grouped_channel", group_size=16)):
         with pytest.raises(ValueError, match=r"palettize: weight contains .* at flat index 2577"):
             wp.palettize(w, 2, **kwargs)
+
+
+def test_sse_curve_bad_input():
+    w = np.ones((16, 8), np.float16)
+    with pytest.raises(ValueError, match="sse_curve: max_nbits must be in 1..8, got 9"):
+        wp.sse_curve(w, 9)
+    with pytest.raises(ValueError, match="sse_curve: granularity must be one of"):
+        wp.sse_curve(w, 2, granularity="per_block")
+    with pytest.raises(ValueError, match="sse_curve: group_size 3 does not divide the 16 channels"):
+        wp.sse_curve(w, 2, granularity="per_grouped_channel", group_size=3)

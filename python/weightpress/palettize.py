@@ -188,6 +188,13 @@ class PalettizeResult:
 # ---------------------------------------------------------------- validation
 
 
+def _check_grouping(granularity, group_size, op):
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"{op}: granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
+    if not isinstance(group_size, (int, np.integer)) or isinstance(group_size, bool) or group_size < 0:
+        raise ValueError(f"{op}: group_size must be an int >= 0, got {group_size!r}")
+
+
 def _check_options(mode, nbits, granularity, group_size, cluster_dim, lut_function, sample_weight):
     if mode not in MODES:
         raise ValueError(f"palettize: mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -200,10 +207,7 @@ def _check_options(mode, nbits, granularity, group_size, cluster_dim, lut_functi
         raise ValueError(f"palettize: nbits must be one of {', '.join(map(str, SUPPORTED_NBITS))}, got {nbits}")
     if (mode == "custom") != (lut_function is not None):
         raise ValueError("palettize: lut_function is required for mode 'custom' and only for it")
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"palettize: granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
-    if not isinstance(group_size, (int, np.integer)) or isinstance(group_size, bool) or group_size < 0:
-        raise ValueError(f"palettize: group_size must be an int >= 0, got {group_size!r}")
+    _check_grouping(granularity, group_size, "palettize")
     if not isinstance(cluster_dim, (int, np.integer)) or isinstance(cluster_dim, bool) or cluster_dim < 1:
         raise ValueError(f"palettize: cluster_dim must be an int >= 1, got {cluster_dim!r}")
     if cluster_dim > 1 and mode == "uniform":
@@ -212,11 +216,11 @@ def _check_options(mode, nbits, granularity, group_size, cluster_dim, lut_functi
         raise ValueError(f"palettize: sample_weight applies to mode 'kmeans' only, got mode {mode!r}")
 
 
-def _grouping(weight, granularity, group_size, axis, cluster_dim):
+def _grouping(weight, granularity, group_size, axis, cluster_dim, op="palettize"):
     channels = weight.shape[axis]
     size = channels if granularity == "per_tensor" or group_size == 0 else int(group_size)
     if channels % size:
-        raise ValueError(f"palettize: group_size {size} does not divide the {channels} channels on axis {axis}")
+        raise ValueError(f"{op}: group_size {size} does not divide the {channels} channels on axis {axis}")
     if size % cluster_dim:
         raise ValueError(f"palettize: cluster_dim {cluster_dim} does not divide the group of {size} channels "
                          f"on axis {axis}")
@@ -403,11 +407,11 @@ def sse_curve(
     """
     if isinstance(max_nbits, bool) or max_nbits not in range(1, 9):
         raise ValueError(f"sse_curve: max_nbits must be in 1..8, got {max_nbits}")
-    _check_options("kmeans", max_nbits if max_nbits in SUPPORTED_NBITS else 1, granularity, group_size, 1, None, None)
+    _check_grouping(granularity, group_size, "sse_curve")
     w = as_weight(weight, "sse_curve", min_rank=2 if granularity == "per_grouped_channel" else 1)
     axis = normalize_axis(channel_axis, w.ndim, "sse_curve")
     importance = as_sample_weight(sample_weight, w, "sse_curve") if sample_weight is not None else None
-    groups, _ = _grouping(w, granularity, group_size, axis, 1)
+    groups, _ = _grouping(w, granularity, group_size, axis, 1, "sse_curve")
     flat = _groups_view(w, axis, groups)
     data = flat.view(np.uint16) if flat.dtype == np.float16 else flat
     imp = _groups_view(importance, axis, groups) if importance is not None else None
