@@ -203,9 +203,37 @@ void distinct_f32(const float* values, const double* importance, std::size_t n, 
         s.distinct.count.push_back(count);
         s.distinct.weight.push_back(importance ? weight : count);
     }
+    if (n > kChunk) std::vector<std::uint64_t>().swap(s.keys);  // large groups: give the memory back
 }
 
 // ---------------------------------------------------------------- clustering
+
+// The values that take part in the clustering: every distinct value with a positive
+// weight (no copy when that is all of them); when no value has any importance, all of
+// them weighted by multiplicity.
+struct ClusterInput {
+    const double* x;
+    const double* w;
+    std::size_t m;
+    bool all_zero_weight;
+};
+
+ClusterInput select_clustered(Scratch& s) {
+    const Distinct& d = s.distinct;
+    const std::size_t u = d.x.size();
+    std::size_t positive = 0;
+    for (std::size_t i = 0; i < u; ++i) positive += d.weight[i] > 0;
+    if (positive == u) return {d.x.data(), d.weight.data(), u, false};
+    if (positive == 0) return {d.x.data(), d.count.data(), u, true};
+    s.xs.clear();
+    s.ws.clear();
+    for (std::size_t i = 0; i < u; ++i)
+        if (d.weight[i] > 0) {
+            s.xs.push_back(d.x[i]);
+            s.ws.push_back(d.weight[i]);
+        }
+    return {s.xs.data(), s.ws.data(), positive, false};
+}
 
 // Clusters the distinct values in s.distinct; fills s.cluster_of, writes centroids,
 // objective, sse and cluster count for group g. `to_dtype` rounds a centroid to the
@@ -216,23 +244,13 @@ void cluster_distinct(Scratch& s, int nbits, std::size_t g, const ScalarPalettiz
     const Distinct& d = s.distinct;
     const std::size_t u = d.x.size();
     const std::size_t K = std::size_t(1) << nbits;
-    s.xs.clear();
-    s.ws.clear();
-    for (std::size_t i = 0; i < u; ++i)
-        if (d.weight[i] > 0) {
-            s.xs.push_back(d.x[i]);
-            s.ws.push_back(d.weight[i]);
-        }
-    bool all_zero_weight = s.xs.empty();
-    if (all_zero_weight) {  // no importance anywhere: cluster by multiplicity
-        s.xs = d.x;
-        s.ws = d.count;
-    }
-    const std::size_t m = s.xs.size();
+    const ClusterInput in = select_clustered(s);
+    const bool all_zero_weight = in.all_zero_weight;
+    const std::size_t m = in.m;
     const std::size_t k = std::min(m, K);
     s.starts.resize(k + 1);
     s.centroids.assign(K, 0.0);
-    kmeans1d_optimal(s.xs.data(), s.ws.data(), m, k, s.starts.data(), s.centroids.data(), s.dp);
+    kmeans1d_optimal(in.x, in.w, m, k, s.starts.data(), s.centroids.data(), s.dp);
 
     // Cluster id per distinct value: the partition for clustered values, the nearest
     // centroid for values that carried no weight.
@@ -368,7 +386,7 @@ void palettize_scalar_f32(const float* values, const double* importance, std::si
         std::vector<double> bounds;
         if (by_bounds) {
             const std::size_t k = s.starts.size() - 1;
-            for (std::size_t c = 1; c < k; ++c) bounds.push_back(s.xs[s.starts[c]]);
+            for (std::size_t c = 1; c < k; ++c) bounds.push_back(s.distinct.x[s.starts[c]]);
         }
         std::uint8_t* idx = out.indices + g * group_len;
         const std::size_t chunks = (group_len + kChunk - 1) / kChunk;
@@ -394,23 +412,13 @@ void sse_curve_groups(std::size_t groups, int max_clusters, int threads, double*
     parallel_for(groups, threads, [&](int w, std::size_t g) {
         Scratch& s = scratch[w];
         collect(s, g);
-        s.xs.clear();
-        s.ws.clear();
-        for (std::size_t i = 0; i < s.distinct.x.size(); ++i)
-            if (s.distinct.weight[i] > 0) {
-                s.xs.push_back(s.distinct.x[i]);
-                s.ws.push_back(s.distinct.weight[i]);
-            }
-        if (s.xs.empty()) {
-            s.xs = s.distinct.x;
-            s.ws = s.distinct.count;
-        }
-        const std::size_t m = s.xs.size();
+        const ClusterInput in = select_clustered(s);
+        const std::size_t m = in.m;
         const std::size_t k = std::min<std::size_t>(m, max_clusters);
         s.starts.resize(k + 1);
         s.centroids.resize(k);
         double* row = curve + g * max_clusters;
-        kmeans1d_optimal(s.xs.data(), s.ws.data(), m, k, s.starts.data(), s.centroids.data(), s.dp, row);
+        kmeans1d_optimal(in.x, in.w, m, k, s.starts.data(), s.centroids.data(), s.dp, row);
         for (std::size_t c = 0; c < static_cast<std::size_t>(max_clusters); ++c)
             row[c] = c < k ? std::max(0.0, row[c]) : 0.0;
     });
