@@ -196,3 +196,21 @@ def test_block_magnitude_equals_numpy_reference(dtype, shape, block_size, dim):
     ours = _block_magnitude(w, block_size, dim, 2)
     ref = block_magnitude_ref(w, block_size, dim)
     assert ours.dtype == ref.dtype and ours.tobytes() == np.ascontiguousarray(ref).tobytes()
+
+
+def test_ios16_op_from_parts(ct):
+    from coremltools.converters.mil.mil import Builder as mb
+
+    w = weights(8, (12, 20), np.float16)
+    r = prune(w, n_m_ratio=(2, 4))
+    p = r.ios16
+    captured = {}
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1,))], opset_version=ct.target.iOS16)
+    def prog(x):
+        out = mb.constexpr_sparse_to_dense(nonzero_data=p.nonzero_data, mask=p.mask, shape=p.shape)
+        captured["val"] = out.op.materialized_val_inference()
+        return x
+
+    assert np.asarray(captured["val"]).tobytes() == r.decompress().tobytes()
+    assert r.sparsity == pytest.approx(1 - r.nonzero_data.size / w.size)
