@@ -71,6 +71,68 @@ struct Single {
     static float store(float x) { return x; }
 };
 
+// Round half to even to an integer (np.rint) without a libm call: baseline x86-64 has no
+// roundss, so std::nearbyint is an out-of-line call per element. Adding and subtracting 2^23
+// rounds |x| < 2^23 in the default rounding mode; larger values, Inf and NaN pass through.
+inline float rint_even(float x) {
+    const float a = std::fabs(x);
+    if (!(a < 8388608.0f)) return x;
+    return std::copysign((a + 8388608.0f) - 8388608.0f, x);
+}
+
+// Multi-versioned on x86-64 Linux (see kmeans1d.cpp): IEEE operations round the same at
+// every vector width and contraction is off, so the clones are bit-identical.
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+#define WP_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define WP_CLONES
+#endif
+
+// Elementwise tail of the quantizer for one contiguous run, in tiles so that the loops are
+// branch-free and vectorise. q = rint(w / scale) in the weight dtype, + zp, clipped; NaN -> 0.
+// Adding zp needs no fp16 rounding: q and zp are integers and any sum beyond +-2048, where
+// halves stop being integers, lies outside every 8-bit range and is clipped anyway.
+template <typename T, typename In>
+inline void quantize_run_impl(const In* w, std::size_t len, float scale, float zp, float qmin, float qmax,
+                              std::uint8_t* data) {
+    constexpr std::size_t kTile = 256;
+    float x[kTile];
+    std::uint32_t slow[kTile];
+    for (std::size_t t0 = 0; t0 < len; t0 += kTile) {
+        const std::size_t m = std::min(kTile, len - t0);
+        const In* src = w + t0;
+        for (std::size_t i = 0; i < m; ++i) x[i] = T::load(src[i]) / scale;
+        std::uint32_t any_slow = 0;
+        for (std::size_t i = 0; i < m; ++i) {
+            slow[i] = T::round_fast(x[i]);
+            any_slow |= slow[i];
+        }
+        if (any_slow)
+            for (std::size_t i = 0; i < m; ++i)
+                if (slow[i]) x[i] = T::round(x[i]);
+        std::uint8_t* dst = data + t0;
+        for (std::size_t i = 0; i < m; ++i) {
+            // Exactly rint below 2^23 (so for every half value), +-Inf and NaN; larger fp32
+            // values may come out differently but stay far outside the clip range.
+            const float a = std::fabs(x[i]);
+            float q = std::copysign((a + 8388608.0f) - 8388608.0f, x[i]) + zp;
+            q = q == q ? q : 0.0f;
+            q = std::min(std::max(q, qmin), qmax);
+            dst[i] = static_cast<std::uint8_t>(static_cast<std::int32_t>(q));
+        }
+    }
+}
+
+WP_CLONES void quantize_run(const std::uint16_t* w, std::size_t len, float scale, float zp, float qmin,
+                            float qmax, std::uint8_t* data) {
+    quantize_run_impl<Half>(w, len, scale, zp, qmin, qmax, data);
+}
+
+WP_CLONES void quantize_run(const float* w, std::size_t len, float scale, float zp, float qmin, float qmax,
+                            std::uint8_t* data) {
+    quantize_run_impl<Single>(w, len, scale, zp, qmin, qmax, data);
+}
+
 // numpy's clip followed by a cast to a small integer type: NaN becomes 0 on x86.
 inline std::uint8_t to_int_byte(float v, float qmin, float qmax) {
     if (std::isnan(v)) return 0;
@@ -166,37 +228,15 @@ void quantize_impl(const In* w, const QuantizeSpec& s, int threads, std::uint8_t
                 zp = static_cast<float>(static_cast<int>(qmax) / 2);
             } else {
                 const float num = T::round(T::round(qmin * hi) - T::round(qmax * lo));
-                zp = std::nearbyint(T::round(num / range));
+                zp = rint_even(T::round(num / range));
                 if (!std::isnan(zp)) zp = std::min(std::max(zp, qmin), qmax);
             }
         }
         scale_out[b] = T::store(scale);
         if (zp_out) zp_out[b] = to_int_byte(zp, qmin, qmax);
-        // Elementwise in tiles: the division and the fp16 rounding fast path vectorise;
-        // the rare values outside the normal half range take the exact slow path.
-        constexpr std::size_t kTile = 256;
-        float x[kTile];
-        std::uint32_t slow[kTile];
+        const float zp_add = has_zp ? zp : 0.0f;
         for_each_run(s, b, [&](std::size_t off, std::size_t len) {
-            for (std::size_t t0 = 0; t0 < len; t0 += kTile) {
-                const std::size_t m = std::min(kTile, len - t0);
-                const In* src = w + off + t0;
-                for (std::size_t i = 0; i < m; ++i) x[i] = T::load(src[i]) / scale;
-                std::uint32_t any_slow = 0;
-                for (std::size_t i = 0; i < m; ++i) {
-                    slow[i] = T::round_fast(x[i]);
-                    any_slow |= slow[i];
-                }
-                if (any_slow)
-                    for (std::size_t i = 0; i < m; ++i)
-                        if (slow[i]) x[i] = T::round(x[i]);
-                std::uint8_t* dst = data + off + t0;
-                for (std::size_t i = 0; i < m; ++i) {
-                    float q = std::nearbyint(x[i]);
-                    if (has_zp) q = T::round(q + zp);
-                    dst[i] = to_int_byte(q, qmin, qmax);
-                }
-            }
+            quantize_run(w + off, len, scale, zp_add, qmin, qmax, data + off);
         });
     });
 }
