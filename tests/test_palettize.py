@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import weightpress as wp
+from coreml_oracle import constexpr_value
 from reference import kmeans1d_bruteforce, labels_objective, lut_to_dense_ref
 
 SIZES = [1, 2, 3, 7, 8, 15, 16, 17, 31, 33, 63, 65, 127, 129]
@@ -259,14 +260,7 @@ def test_per_channel_scale_no_warning_when_lut_is_small():
 # ---------------------------------------------------------------- coremltools ops decompress our parts
 
 
-def _ct_value_of(build):
-    from coremltools.converters.mil.mil import Builder as mb
-
-    return build(mb)
-
-
 def test_ios18_op_from_parts_decompresses_like_ours(ct):
-    from coremltools.converters.mil.mil import Builder as mb
     from coremltools.converters.mil.mil import types
 
     rng = np.random.default_rng(2)
@@ -274,34 +268,20 @@ def test_ios18_op_from_parts_decompresses_like_ours(ct):
     for nbits, gran in [(3, "per_grouped_channel"), (4, "per_tensor"), (6, "per_grouped_channel")]:
         r = wp.palettize(w, nbits, granularity=gran, group_size=8)
         idx_dtype = types.nptype_from_builtin(types.string_to_builtin(f"uint{nbits}"))
-        captured = {}
-
-        @mb.program(input_specs=[mb.TensorSpec(shape=(1,))], opset_version=ct.target.iOS18)
-        def prog(x):
-            out = mb.constexpr_lut_to_dense(indices=r.indices.astype(idx_dtype), lut=r.lut)
-            captured["val"] = out.op.materialized_val_inference()
-            return x
-
-        assert same_bits(np.asarray(captured["val"]), r.decompress())
+        value = constexpr_value(ct.target.iOS18,
+                                lambda mb: mb.constexpr_lut_to_dense(indices=r.indices.astype(idx_dtype), lut=r.lut))
+        assert same_bits(value, r.decompress())
 
 
 def test_ios16_op_from_parts_decompresses_like_ours(ct):
-    from coremltools.converters.mil.mil import Builder as mb
-
     w = fp16_weights(np.random.default_rng(4), (40, 50))
     for nbits in (1, 2, 4, 6, 8):
         r = wp.palettize(w, nbits)
         parts = r.ios16
         assert parts.indices.dtype == np.uint8 and parts.shape.dtype == np.uint32
-        captured = {}
-
-        @mb.program(input_specs=[mb.TensorSpec(shape=(1,))], opset_version=ct.target.iOS16)
-        def prog(x):
-            out = mb.constexpr_lut_to_dense(lut=parts.lut, indices=parts.indices, shape=parts.shape)
-            captured["val"] = out.op.materialized_val_inference()
-            return x
-
-        assert same_bits(np.asarray(captured["val"]), r.decompress())
+        value = constexpr_value(ct.target.iOS16, lambda mb: mb.constexpr_lut_to_dense(
+            lut=parts.lut, indices=parts.indices, shape=parts.shape))
+        assert same_bits(value, r.decompress())
 
 
 def test_ios16_refuses_what_it_cannot_express():

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from coreml_oracle import constexpr_value
 from reference import block_magnitude_ref
 from weightpress.prune import _block_magnitude, prune
 
@@ -119,7 +120,6 @@ def test_real_minilm_weights(minilm_weights):
 
 
 def test_forms_and_decompress_through_coremltools_ops(ct):
-    from coremltools.converters.mil.mil import Builder as mb
     from coremltools.converters.mil.mil import types
 
     w = weights(5, (16, 40), np.float16)
@@ -127,16 +127,9 @@ def test_forms_and_decompress_through_coremltools_ops(ct):
     dense = r.decompress()
     assert np.array_equal(dense, np.where(r.mask, w, 0).astype(np.float16))
     assert r.ios16.mask.tobytes() == np.packbits(r.mask.reshape(-1), bitorder="little").tobytes()
-    captured = {}
-
-    @mb.program(input_specs=[mb.TensorSpec(shape=(1,))], opset_version=ct.target.iOS18)
-    def prog(x):
-        out = mb.constexpr_sparse_to_dense(nonzero_data=r.nonzero_data,
-                                           mask=r.ios18_mask.astype(types.np_uint1_dtype))
-        captured["val"] = out.op.materialized_val_inference()
-        return x
-
-    assert np.asarray(captured["val"]).tobytes() == dense.tobytes()
+    value = constexpr_value(ct.target.iOS18, lambda mb: mb.constexpr_sparse_to_dense(
+        nonzero_data=r.nonzero_data, mask=r.ios18_mask.astype(types.np_uint1_dtype)))
+    assert value.tobytes() == dense.tobytes()
 
 
 def test_thread_count_independence():
@@ -199,18 +192,10 @@ def test_block_magnitude_equals_numpy_reference(dtype, shape, block_size, dim):
 
 
 def test_ios16_op_from_parts(ct):
-    from coremltools.converters.mil.mil import Builder as mb
-
     w = weights(8, (12, 20), np.float16)
     r = prune(w, n_m_ratio=(2, 4))
     p = r.ios16
-    captured = {}
-
-    @mb.program(input_specs=[mb.TensorSpec(shape=(1,))], opset_version=ct.target.iOS16)
-    def prog(x):
-        out = mb.constexpr_sparse_to_dense(nonzero_data=p.nonzero_data, mask=p.mask, shape=p.shape)
-        captured["val"] = out.op.materialized_val_inference()
-        return x
-
-    assert np.asarray(captured["val"]).tobytes() == r.decompress().tobytes()
+    value = constexpr_value(ct.target.iOS16, lambda mb: mb.constexpr_sparse_to_dense(
+        nonzero_data=p.nonzero_data, mask=p.mask, shape=p.shape))
+    assert value.tobytes() == r.decompress().tobytes()
     assert r.sparsity == pytest.approx(1 - r.nonzero_data.size / w.size)

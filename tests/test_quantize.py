@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from coreml_oracle import constexpr_value
 from weightpress.quantize import quantize
 
 
@@ -80,7 +81,6 @@ def test_real_minilm_weights(minilm_weights):
 
 
 def test_decompress_matches_coremltools_ops(ct):
-    from coremltools.converters.mil.mil import Builder as mb
     from coremltools.converters.mil.mil import types
 
     rng = np.random.default_rng(2)
@@ -89,37 +89,21 @@ def test_decompress_matches_coremltools_ops(ct):
                               ("int8", "linear", "per_channel"), ("uint8", "linear_symmetric", "per_tensor")]:
         r = quantize(w, dtype, mode=mode, granularity=gran, block_size=16)
         data_type = types.nptype_from_builtin(types.string_to_builtin(dtype))
-        captured = {}
-
-        @mb.program(input_specs=[mb.TensorSpec(shape=(1,))], opset_version=ct.target.iOS18)
-        def prog(x):
-            out = mb.constexpr_blockwise_shift_scale(
-                data=r.data.astype(data_type), scale=r.scale,
-                offset=None if r.offset is None else r.offset.astype(data_type))
-            captured["val"] = out.op.materialized_val_inference()
-            return x
-
-        assert np.asarray(captured["val"]).tobytes() == r.decompress().tobytes()
+        value = constexpr_value(ct.target.iOS18, lambda mb: mb.constexpr_blockwise_shift_scale(
+            data=r.data.astype(data_type), scale=r.scale,
+            offset=None if r.offset is None else r.offset.astype(data_type)))
+        assert value.tobytes() == r.decompress().tobytes()
         assert r.decompress().dtype == np.float16
 
 
 def test_ios16_form(ct):
-    from coremltools.converters.mil.mil import Builder as mb
-
     w = (np.random.default_rng(3).standard_normal((16, 40)) * 0.05).astype(np.float16)
     for dtype, mode, gran in [("int8", "linear_symmetric", "per_channel"), ("uint8", "linear", "per_tensor")]:
         r = quantize(w, dtype, mode=mode, granularity=gran)
         p = r.ios16
-        captured = {}
-
-        @mb.program(input_specs=[mb.TensorSpec(shape=(1,))], opset_version=ct.target.iOS16)
-        def prog(x):
-            out = mb.constexpr_affine_dequantize(quantized_data=p.quantized_data, zero_point=p.zero_point,
-                                                 scale=p.scale, axis=p.axis)
-            captured["val"] = out.op.materialized_val_inference()
-            return x
-
-        assert np.asarray(captured["val"]).tobytes() == r.decompress().tobytes()
+        value = constexpr_value(ct.target.iOS16, lambda mb: mb.constexpr_affine_dequantize(
+            quantized_data=p.quantized_data, zero_point=p.zero_point, scale=p.scale, axis=p.axis))
+        assert value.tobytes() == r.decompress().tobytes()
     with pytest.raises(ValueError, match="8-bit data only"):
         quantize(w, "int4").ios16
     with pytest.raises(ValueError, match="needs iOS18"):
