@@ -119,32 +119,27 @@ std::size_t sparsify_f32(const float* w, std::size_t n, const float* magnitude, 
 
 void order_statistics_f16(const std::uint16_t* magnitude, std::size_t n, const std::size_t* ks, std::size_t count,
                           int threads, std::uint16_t* out) {
-    constexpr std::size_t kBins = 65536;
+    constexpr std::size_t kBins = 32768;
     const std::size_t chunks = (n + kChunk - 1) / kChunk;
     const int workers = worker_count(chunks, threads);
     std::vector<std::vector<std::uint64_t>> partial(workers, std::vector<std::uint64_t>(kBins, 0));
     parallel_for(chunks, threads, [&](int w, std::size_t c) {
         const std::size_t begin = c * kChunk, end = std::min(n, begin + kChunk);
         std::uint64_t* h = partial[w].data();
-        for (std::size_t i = begin; i < end; ++i) ++h[magnitude[i]];
+        for (std::size_t i = begin; i < end; ++i) ++h[magnitude[i] & 0x7fff];  // |value|
     });
     std::vector<std::uint64_t> hist(kBins, 0);
     for (auto& p : partial)
         for (std::size_t b = 0; b < kBins; ++b) hist[b] += p[b];
     for (std::size_t j = 0; j < count; ++j) {
+        // Non-negative halves sort by their bit patterns.
         std::uint64_t seen = 0;
-        // Non-negative halves sort by bit pattern; -0 (0x8000) equals +0 and sorts with it.
         std::uint16_t value = 0;
-        if (ks[j] < hist[0] + hist[0x8000]) {
-            value = hist[0] ? 0 : 0x8000;
-        } else {
-            seen = hist[0] + hist[0x8000];
-            for (std::size_t b = 1; b < 0x8000; ++b) {
-                seen += hist[b];
-                if (ks[j] < seen) {
-                    value = static_cast<std::uint16_t>(b);
-                    break;
-                }
+        for (std::size_t b = 0; b < 0x8000; ++b) {
+            seen += hist[b];
+            if (ks[j] < seen) {
+                value = static_cast<std::uint16_t>(b);
+                break;
             }
         }
         out[j] = value;
@@ -153,7 +148,8 @@ void order_statistics_f16(const std::uint16_t* magnitude, std::size_t n, const s
 
 void order_statistics_f32(const float* magnitude, std::size_t n, const std::size_t* ks, std::size_t count,
                           float* out) {
-    std::vector<float> copy(magnitude, magnitude + n);
+    std::vector<float> copy(n);
+    for (std::size_t i = 0; i < n; ++i) copy[i] = std::fabs(magnitude[i]);
     for (std::size_t j = 0; j < count; ++j) {
         std::nth_element(copy.begin(), copy.begin() + ks[j], copy.end());
         out[j] = copy[ks[j]];

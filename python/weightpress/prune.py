@@ -101,9 +101,9 @@ def _block_magnitude(w, block_size, dim, threads):
 
 
 def _percentile(magnitude, q, threads):
-    """np.percentile(magnitude, q) (method "linear", q a Python float) for non-negative
-    magnitudes, bit for bit: the two neighbouring order statistics come from the C++
-    selection, the interpolation repeats numpy's _lerp in the magnitude's dtype."""
+    """np.percentile(np.abs(magnitude), q) (method "linear", q a Python float), bit for bit:
+    the two neighbouring order statistics of |magnitude| come from the C++ selection, the
+    interpolation repeats numpy's _lerp in the magnitude's dtype."""
     n = magnitude.size
     virtual = (n - 1) * np.true_divide(q, 100)
     if virtual >= n - 1:
@@ -191,9 +191,10 @@ def prune(
         if q == 0:
             packed, nonzero = _sparsify(w, threads, pruned=np.zeros(w.size, np.uint8))
             return PruneResult(weight=w, packed_mask=packed, nonzero_data=nonzero)
-        mag = magnitude if magnitude is not None else np.abs(w)
-        cut = _percentile(mag, q, threads)  # what np.percentile gives, by counting selection
-        packed, nonzero = _sparsify(w, threads, magnitude=mag, threshold=cut)
+        # np.percentile of the magnitudes by counting selection; plain magnitude pruning
+        # reads |w| straight from the weight (no abs copy)
+        cut = _percentile(w if magnitude is None else magnitude, q, threads)
+        packed, nonzero = _sparsify(w, threads, magnitude=magnitude, threshold=cut)
         return PruneResult(weight=w, packed_mask=packed, nonzero_data=nonzero)
 
     # n:m

@@ -21,9 +21,9 @@ std::size_t sparsify_f16(const std::uint16_t* w, std::size_t n, const std::uint1
 std::size_t sparsify_f32(const float* w, std::size_t n, const float* magnitude, const std::uint8_t* pruned,
                          float threshold, int threads, std::uint8_t* packed_mask, float* nonzero);
 
-// Order statistics of non-negative magnitudes (the percentile's neighbours): out[j] is the
-// ks[j]-th smallest value (0-based). fp16: one counting pass over the 32,768 non-negative
-// bit patterns (their order is the value order); fp32: selection (nth_element) on a copy.
+// Order statistics of magnitudes |x| (the percentile's neighbours): out[j] is the ks[j]-th
+// smallest |x| (0-based). fp16: one counting pass over the 32,768 non-negative bit patterns
+// (their order is the value order); fp32: selection (nth_element) on a copy.
 void order_statistics_f16(const std::uint16_t* magnitude, std::size_t n, const std::size_t* ks, std::size_t count,
                           int threads, std::uint16_t* out);
 void order_statistics_f32(const float* magnitude, std::size_t n, const std::size_t* ks, std::size_t count,
