@@ -66,3 +66,11 @@ def test_thread_count_independence_large_per_tensor():
     w = (np.random.default_rng(0).standard_normal((1024, 1100)) * 0.02).astype(np.float16)
     a, b = wp.palettize(w, 4, num_threads=1), wp.palettize(w, 4, num_threads=2)
     assert a.lut.tobytes() == b.lut.tobytes() and np.array_equal(a.indices, b.indices)
+
+
+def test_thread_count_independence_large_fp32_group():
+    # > 65,536 distinct values in one group: the DP splits each layer across two threads
+    w = np.random.default_rng(1).standard_normal((300, 300)).astype(np.float32)
+    a, b = wp.palettize(w, 2, num_threads=1), wp.palettize(w, 2, num_threads=2)
+    assert a.lut.tobytes() == b.lut.tobytes() and np.array_equal(a.indices, b.indices)
+    assert a.objective == b.objective

@@ -1,6 +1,7 @@
 #include "weightpress/kmeans1d.h"
 
 #include <algorithm>
+#include <thread>
 #include <cmath>
 #include <limits>
 
@@ -68,6 +69,27 @@ class Layer {
         }
     }
 
+    // The same recursion with the two halves below the top row on two threads (each with
+    // its own candidate buffer). Rows are independent given their bounds, so the result is
+    // the same as solve()'s. Worth it only for one large problem (fp32 per-tensor).
+    void solve_two_threads(std::size_t lo, std::size_t hi, std::size_t opt_lo, std::size_t opt_hi,
+                           std::vector<double>& other_buf) {
+        const std::size_t mid = lo + (hi - lo) / 2;
+        std::size_t a = std::max(opt_lo, min_split_);
+        if (lower_) a = std::max<std::size_t>(a, lower_[mid]);
+        const std::size_t b = std::min(opt_hi, mid);
+        if (a > b) a = b;
+        const std::size_t best = argmin(mid, a, b);
+        std::thread left;
+        if (mid > lo)
+            left = std::thread([&, mid, best] {
+                Layer other(cost_, prev_, cur_, split_, lower_, min_split_, other_buf);
+                other.solve(lo, mid - 1, opt_lo, best);
+            });
+        if (mid < hi) solve(mid + 1, hi, best, opt_hi);
+        if (left.joinable()) left.join();
+    }
+
     // Rows [lo, hi] from the last down: each row's argmin is bounded above by the next
     // row's (row monotonicity) and below by the previous layer's (Knuth's bounds). Cheaper
     // than divide-and-conquer once clusters are small: the window is about n / c^2 wide.
@@ -131,7 +153,7 @@ class Layer {
 
 void kmeans1d_optimal(const double* x, const double* w, std::size_t n, std::size_t k,
                       std::uint32_t* starts, double* centroids, KMeans1DScratch& s,
-                      double* sse_by_k) {
+                      double* sse_by_k, int threads) {
     s.cw.resize(n + 1);
     s.cs.resize(n + 1);
     s.cs2.resize(n + 1);
@@ -165,6 +187,8 @@ void kmeans1d_optimal(const double* x, const double* w, std::size_t n, std::size
         const double window = static_cast<double>(n) / (static_cast<double>(c) * (c + 1));
         if (lower && window < std::log2(static_cast<double>(n)))
             layer.solve_descending(row_lo, row_hi);
+        else if (threads > 1 && row_hi - row_lo > (1u << 16))
+            layer.solve_two_threads(row_lo, row_hi, c, row_hi, s.candidates_other);
         else
             layer.solve(row_lo, row_hi, c, row_hi);
         if (sse_by_k) sse_by_k[c] = s.cur[n - 1];

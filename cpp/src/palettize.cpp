@@ -240,7 +240,7 @@ ClusterInput select_clustered(Scratch& s) {
 // weight's dtype for the SSE.
 template <typename Round>
 void cluster_distinct(Scratch& s, int nbits, std::size_t g, const ScalarPalettizeOutput& out,
-                      Round to_dtype) {
+                      Round to_dtype, int threads) {
     const Distinct& d = s.distinct;
     const std::size_t u = d.x.size();
     const std::size_t K = std::size_t(1) << nbits;
@@ -250,7 +250,7 @@ void cluster_distinct(Scratch& s, int nbits, std::size_t g, const ScalarPalettiz
     const std::size_t k = std::min(m, K);
     s.starts.resize(k + 1);
     s.centroids.assign(K, 0.0);
-    kmeans1d_optimal(in.x, in.w, m, k, s.starts.data(), s.centroids.data(), s.dp);
+    kmeans1d_optimal(in.x, in.w, m, k, s.starts.data(), s.centroids.data(), s.dp, nullptr, threads);
 
     // Cluster id per distinct value: the partition for clustered values, the nearest
     // centroid for values that carried no weight.
@@ -352,7 +352,7 @@ void palettize_scalar_f16(const std::uint16_t* bits, const double* importance, s
             histogram_f16(b, imp, group_len, inner_threads, s);
             distinct_from_histogram(s, imp != nullptr);
         }
-        cluster_distinct(s, nbits, g, out, round_to_half);
+        cluster_distinct(s, nbits, g, out, round_to_half, inner_threads);
         build_code_table(s);
         std::uint8_t* idx = out.indices + g * group_len;
         const std::size_t chunks = (group_len + kChunk - 1) / kChunk;
@@ -378,7 +378,7 @@ void palettize_scalar_f32(const float* values, const double* importance, std::si
         const float* v = values + g * group_len;
         const double* imp = importance ? importance + g * group_len : nullptr;
         distinct_f32(v, imp, group_len, s);
-        cluster_distinct(s, nbits, g, out, round_to_float);
+        cluster_distinct(s, nbits, g, out, round_to_float, inner_threads);
         // Clustered values form contiguous ranges: encode by the first value of each
         // cluster unless some values were left out of the clustering.
         bool by_bounds = true;

@@ -31,10 +31,11 @@ struct KMeans1DScratch {
     std::vector<double> prev, cur;     // DP rows
     std::vector<std::uint32_t> split;  // k x n argmin table (start of the last cluster)
     std::vector<double> candidates;    // inner-loop values
+    std::vector<double> candidates_other;  // the second thread's, when threads > 1
 };
 
 void kmeans1d_optimal(const double* x, const double* w, std::size_t n, std::size_t k,
                       std::uint32_t* starts, double* centroids, KMeans1DScratch& scratch,
-                      double* sse_by_k = nullptr);
+                      double* sse_by_k = nullptr, int threads = 1);
 
 }  // namespace weightpress
