@@ -6,8 +6,13 @@ Array APIs (numpy arrays or torch tensors in, Core ML layouts out):
     quantize(weight, dtype, ...)    blockwise linear quantization (int4/uint4/int8/uint8)
     prune(weight, ...)              threshold / magnitude / block / n:m pruning
     pack_bits / unpack_bits         Core ML's LSB-first sub-byte packing
+
+Joint compression chains (iOS18+) are methods of the results, e.g.
+    prune(w, target_sparsity=0.5).palettize(4)      palettize(w, 4).quantize_lut("int8")
+    quantize(w, "int8").prune(n_m_ratio=(2, 4))     (see weightpress.joint)
 """
 
+from .joint import PalettizedQuantizeResult, QuantizedLutResult, SparsePalettizeResult, SparseQuantizeResult
 from .packing import pack_bits, unpack_bits
 from .palettize import Ios16Lut, Ios18Lut, PalettizeResult, palettize, sse_curve
 from .prune import Ios16Sparse, PruneResult, prune
@@ -21,8 +26,12 @@ __all__ = [
     "Ios16Quant",
     "Ios16Sparse",
     "PalettizeResult",
+    "PalettizedQuantizeResult",
     "PruneResult",
     "QuantizeResult",
+    "QuantizedLutResult",
+    "SparsePalettizeResult",
+    "SparseQuantizeResult",
     "pack_bits",
     "palettize",
     "prune",

@@ -149,21 +149,49 @@ class PalettizeResult:
     # ---------------------------------------------------------------- values
     def decompress(self) -> np.ndarray:
         """The dense weight Core ML reconstructs, in the weight's dtype."""
-        groups = self._lut_groups.shape[0]
+        return self._lookup(self._lut_groups, self.dtype)
+
+    def decompress_with_lut(self, lut: np.ndarray) -> np.ndarray:
+        """The dense tensor these indices give with another LUT of the same iOS18 layout (a
+        dequantized or integer LUT from joint compression), in that LUT's dtype."""
+        lut = np.asarray(lut)
+        if lut.shape != self.lut.shape:
+            raise ValueError(f"palettize: LUT shape {lut.shape} does not match {self.lut.shape}")
+        groups = np.ascontiguousarray(np.swapaxes(lut, 0, self.channel_axis)).reshape(self._lut_groups.shape)
+        return self._lookup(groups, lut.dtype)
+
+    def _lookup(self, lut_groups: np.ndarray, dtype) -> np.ndarray:
+        groups = lut_groups.shape[0]
         swapped_shape = np.swapaxes(np.empty(self.shape, dtype=np.uint8), 0, self.channel_axis).shape
         if self.cluster_dim == 1:
-            dense = np.take_along_axis(self._lut_groups[:, :, 0], self._index_groups.astype(np.intp), axis=1)
+            dense = np.take_along_axis(lut_groups[:, :, 0], self._index_groups.astype(np.intp), axis=1)
         else:
             c = self.cluster_dim
             rest = swapped_shape[1:]
-            vectors = self._lut_groups[np.arange(groups)[:, None], self._index_groups]  # [G, P, c]
+            vectors = lut_groups[np.arange(groups)[:, None], self._index_groups]  # [G, P, c]
             per_group = swapped_shape[0] // groups
             vectors = vectors.reshape((groups, per_group // c) + tuple(rest) + (c,))
             dense = np.moveaxis(vectors, -1, 2)  # [G, per_group/c, c, *rest]
         dense = np.swapaxes(dense.reshape(swapped_shape), 0, self.channel_axis)
         if self.per_channel_scale is not None:
             dense = dense * self.per_channel_scale
-        return np.ascontiguousarray(dense, dtype=self.dtype)
+        return np.ascontiguousarray(dense, dtype=dtype)
+
+    # ---------------------------------------------------------------- joint compression
+    def quantize_lut(self, dtype: str = "int8", *, mode: str = "linear_symmetric", granularity: str = "per_tensor",
+                     num_threads: Optional[int] = None):
+        """palettize -> quantize: the LUT stored as dtype integers with one per-tensor scale
+        (coremltools' joint compression; iOS18+). Returns a joint.QuantizedLutResult."""
+        from .joint import palettize_then_quantize_lut
+
+        return palettize_then_quantize_lut(self, dtype, mode, granularity, num_threads)
+
+    def prune(self, **options):
+        """palettize -> prune: prunes the depalettized values (options of weightpress.prune),
+        keeps the LUT and stores indices only where kept. Returns a joint.SparsePalettizeResult."""
+        from .joint import palettize_then_prune
+
+        return palettize_then_prune(self, options)
 
     @cached_property
     def sse(self) -> float:

@@ -75,6 +75,28 @@ class PruneResult:
     def nbytes(self) -> int:
         return self.packed_mask.nbytes + self.nonzero_data.nbytes
 
+    # ---------------------------------------------------------------- joint compression
+    def palettize(self, nbits: Optional[int] = None, *, surviving_only: bool = False, **options):
+        """prune -> palettize: palettizes the pruned weight (options of weightpress.palettize)
+        and stores LUT indices only where kept (constexpr_lut_to_sparse).
+
+        As in coremltools, k-means clusters the dense pruned weight, zeros included, so one
+        centroid is usually spent on zero although pruned positions never read the LUT.
+        surviving_only=True clusters only the kept values (exact k-means with zero weight on
+        pruned positions): lower error for the same bits. Returns a joint.SparsePalettizeResult.
+        """
+        from .joint import prune_then_palettize
+
+        return prune_then_palettize(self, nbits, surviving_only=surviving_only, **options)
+
+    def quantize(self, dtype: str = "int8", **options):
+        """prune -> quantize: quantizes the pruned weight (options of weightpress.quantize;
+        scales from the dense tensor, zeros included, as coremltools) and stores integers only
+        where kept (constexpr_sparse_blockwise_shift_scale). Returns a joint.SparseQuantizeResult."""
+        from .joint import prune_then_quantize
+
+        return prune_then_quantize(self, dtype, **options)
+
     def __repr__(self) -> str:
         return f"PruneResult(shape={self.shape}, dtype={self.dtype}, sparsity={self.sparsity:.4f})"
 

@@ -88,6 +88,29 @@ class QuantizeResult:
     def sse(self) -> float:
         return sum_squared_error(self.decompress(), self._weight)
 
+    def with_data(self, data: np.ndarray) -> "QuantizeResult":
+        """The same scale and offset over other integer data (joint compression)."""
+        return QuantizeResult(weight=self._weight, dtype=self.dtype, mode=self.mode, block_sizes=self.block_sizes,
+                              data=data, scale=self.scale, offset=self.offset)
+
+    # ---------------------------------------------------------------- joint compression
+    def palettize(self, nbits: int, *, round_lut: bool = False, **options):
+        """quantize -> palettize: clusters the 8-bit integer data (options of
+        weightpress.palettize); the LUT holds integers of the data's dtype, truncated toward
+        zero as coremltools does or, with round_lut=True, rounded to nearest. Returns a
+        joint.PalettizedQuantizeResult."""
+        from .joint import quantize_then_palettize
+
+        return quantize_then_palettize(self, nbits, round_lut=round_lut, **options)
+
+    def prune(self, **options):
+        """quantize -> prune: prunes the dequantized values (options of weightpress.prune),
+        keeps scale and offset and stores the integers only where kept. Returns a
+        joint.SparseQuantizeResult."""
+        from .joint import quantize_then_prune
+
+        return quantize_then_prune(self, options)
+
     @property
     def nbytes(self) -> int:
         size = self.packed_data.nbytes + self.scale.nbytes
