@@ -54,8 +54,9 @@ def linear_model(weight, target, in_features=None):
 
 
 def decompressed_weights(mlmodel, consumer_types=("linear", "conv", "conv_transpose", "matmul")):
-    """{consumer op name: the dense weight Core ML reconstructs} via coremltools'
-    decompress_weights, read back from the program."""
+    """{"<consumer op>.<input>": the dense weight Core ML reconstructs} via coremltools'
+    decompress_weights, read back from the program (for the single-weight linear_model
+    the key "lin" is also given)."""
     import coremltools.optimize.coreml as cto
     from coremltools.converters.mil.frontend.milproto.load import load
 
@@ -66,6 +67,60 @@ def decompressed_weights(mlmodel, consumer_types=("linear", "conv", "conv_transp
     out = {}
     for op in prog.functions["main"].operations:
         if op.op_type in consumer_types:
-            var = op.weight if op.op_type != "matmul" else op.y
-            out[op.name] = np.asarray(var.val)
+            for key in ("weight", "x", "y"):
+                var = op.inputs.get(key)
+                if var is not None and var.op is not None and var.op.op_type == "const" and var.rank >= 2:
+                    out[f"{op.name}.{key}"] = np.asarray(var.val)
+    if list(out) == ["lin.weight"]:
+        out["lin"] = out["lin.weight"]
     return out
+
+
+def mixed_model(target, seed=0, dtype=np.float16):
+    """A small ML program whose consts feed every consumer kind coremltools infers axes for:
+    linear, conv, conv_transpose, matmul with a const y (plain and transposed) and a const x."""
+    import coremltools as ct
+    from coremltools.converters.mil.mil import Builder as mb
+    from coremltools.converters.mil.mil import types
+
+    rng = np.random.default_rng(seed)
+
+    def w(*shape):
+        return (rng.standard_normal(shape) * 0.05).astype(dtype)
+
+    fp = types.fp16 if dtype == np.float16 else types.fp32
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 32, 8, 8), dtype=fp)], opset_version=target)
+    def prog(x):
+        y = mb.conv(x=x, weight=w(64, 32, 3, 3), pad_type="same", name="conv")
+        y = mb.conv_transpose(x=y, weight=w(64, 32, 2, 2), strides=[2, 2], name="deconv")  # [1, 32, 16, 16]
+        y = mb.reshape(x=y, shape=[1, 32, 256], name="flat")
+        y = mb.linear(x=y, weight=w(128, 256), name="linear")                            # [1, 32, 128]
+        y = mb.matmul(x=y, y=w(128, 192), name="matmul_y")                               # [1, 32, 192]
+        y = mb.matmul(x=y, y=w(96, 192), transpose_y=True, name="matmul_yt")              # [1, 32, 96]
+        y = mb.matmul(x=w(64, 32), y=y, name="matmul_x")                                 # [1, 64, 96]
+        return y
+
+    return ct.convert(prog, convert_to="mlprogram", minimum_deployment_target=target,
+                      compute_precision=ct.precision.FLOAT16 if dtype == np.float16 else ct.precision.FLOAT32)
+
+
+def program_signature(mlmodel):
+    """Every op of the main function as (type, outputs (name, dtype, shape), inputs (name ->
+    argument names, or dtype/shape of immediate values)), in program order: what must be
+    equal between two compressions of the same model apart from weight values."""
+    spec = mlmodel.get_spec()
+    function = spec.mlProgram.functions["main"]
+    block = function.block_specializations[function.opset]
+    signature = []
+    for op in block.operations:
+        inputs = {}
+        for key, arg in sorted(op.inputs.items()):
+            inputs[key] = tuple(a.name if a.name else ("value", a.value.type.tensorType.dataType,
+                                                       tuple(d.constant.size for d in a.value.type.tensorType.dimensions))
+                                for a in arg.arguments)
+        outputs = tuple((o.name, o.type.tensorType.dataType, tuple(d.constant.size for d in o.type.tensorType.dimensions))
+                        for o in op.outputs)
+        attrs = tuple(sorted((k, v.type.tensorType.dataType) for k, v in op.attributes.items()))
+        signature.append((op.type, outputs, tuple(sorted(inputs.items())), attrs))
+    return signature

@@ -209,4 +209,16 @@ void kmeans1d_optimal(const double* x, const double* w, std::size_t n, std::size
     }
 }
 
+void kmeans1d_running_means(const double* x, const double* w, std::size_t n, const std::uint64_t* starts,
+                            std::size_t k, double* centroids) {
+    std::vector<double> cw(n + 1, 0.0);
+    for (std::size_t i = 0; i < n; ++i) cw[i + 1] = w[i] + cw[i];
+    for (std::size_t c = 0; c < k; ++c) {
+        double centroid = 0.0;
+        for (std::uint64_t i = starts[c]; i < starts[c + 1]; ++i)
+            centroid += ((x[i] - centroid) * (cw[i + 1] - cw[i])) / (cw[i + 1] - cw[starts[c]]);
+        centroids[c] = centroid;
+    }
+}
+
 }  // namespace weightpress

@@ -38,4 +38,11 @@ void kmeans1d_optimal(const double* x, const double* w, std::size_t n, std::size
                       std::uint32_t* starts, double* centroids, KMeans1DScratch& scratch,
                       double* sse_by_k = nullptr, int threads = 1);
 
+// kmeans1d's centroids for a given partition of raw (not merged) sorted points: per cluster
+// [starts[c], starts[c+1]) the incremental weighted mean above, with prefix sums of w over
+// all n points. Used when duplicated values were merged for the DP, so that the centroids
+// come out as kmeans1d computes them from the raw elements.
+void kmeans1d_running_means(const double* x, const double* w, std::size_t n, const std::uint64_t* starts,
+                            std::size_t k, double* centroids);
+
 }  // namespace weightpress

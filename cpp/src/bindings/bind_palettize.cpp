@@ -5,6 +5,7 @@
 
 #include "bindings.h"
 #include "weightpress/half.h"
+#include "weightpress/kmeans1d.h"
 #include "weightpress/palettize.h"
 
 namespace py = pybind11;
@@ -69,6 +70,36 @@ F64 sse_curve(py::array data, std::optional<F64> importance, int max_clusters, i
     return curve;
 }
 
+// One exact k-means over strictly increasing values with positive weights (the contract of
+// kmeans1d.h), for the drop-in replacement of coremltools' kmeans1d.cluster.
+py::tuple kmeans1d_sorted(F64 x, F64 w, std::size_t k, int threads) {
+    const std::size_t n = static_cast<std::size_t>(x.size());
+    if (static_cast<std::size_t>(w.size()) != n) throw py::value_error("kmeans1d: x and w differ in length");
+    if (k < 1 || k > n) throw py::value_error("kmeans1d: k must be in [1, n]");
+    py::array_t<std::uint32_t> starts(k + 1);
+    py::array_t<double> centroids(k);
+    const double* xp = x.data();
+    const double* wp = w.data();
+    std::uint32_t* sp = starts.mutable_data();
+    double* cp = centroids.mutable_data();
+    {
+        py::gil_scoped_release release;
+        KMeans1DScratch scratch;
+        kmeans1d_optimal(xp, wp, n, k, sp, cp, scratch, nullptr, threads < 1 ? 1 : threads);
+    }
+    return py::make_tuple(starts, centroids);
+}
+
+py::array_t<double> kmeans1d_running_means_py(F64 x, F64 w, py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast> starts) {
+    const std::size_t n = static_cast<std::size_t>(x.size());
+    const std::size_t k = static_cast<std::size_t>(starts.size()) - 1;
+    if (static_cast<std::size_t>(w.size()) != n || starts.size() < 2 || starts.data()[k] != n)
+        throw py::value_error("kmeans1d_running_means: starts must partition [0, n)");
+    py::array_t<double> centroids(k);
+    kmeans1d_running_means(x.data(), w.data(), n, starts.data(), k, centroids.mutable_data());
+    return centroids;
+}
+
 }  // namespace
 
 void register_palettize(py::module_& m) {
@@ -76,6 +107,10 @@ void register_palettize(py::module_& m) {
           py::arg("threads") = 0,
           "Optimal scalar k-means per group -> (centroids f64 [G,K], indices u8 [G,L], objective [G], "
           "sse [G], clusters [G])");
+    m.def("kmeans1d_sorted", &kmeans1d_sorted, py::arg("x"), py::arg("w"), py::arg("k"), py::arg("threads") = 1,
+          "Exact weighted 1-D k-means of strictly increasing x -> (starts u32 [k+1], centroids f64 [k])");
+    m.def("kmeans1d_running_means", &kmeans1d_running_means_py, py::arg("x"), py::arg("w"), py::arg("starts"),
+          "kmeans1d's incremental centroids of sorted raw points for a partition given by starts [k+1]");
     m.def("sse_curve", &sse_curve, py::arg("data"), py::arg("importance"), py::arg("max_clusters"),
           py::arg("threads") = 0);
     m.def(
