@@ -1,4 +1,5 @@
 #include "weightpress/kmeans1d.h"
+#include "weightpress/parallel.h"
 
 #include <algorithm>
 #include <thread>
@@ -177,6 +178,7 @@ void kmeans1d_optimal(const double* x, const double* w, std::size_t n, std::size
     // i >= c. Every row up to n-1 is kept because the next layer reads this layer's
     // splits as lower bounds; the last layer needs row n-1 only.
     for (std::size_t c = 1; c < k; ++c) {
+        throw_if_cancelled();
         std::uint32_t* split_row = s.split.data() + c * n;
         const std::uint32_t* lower = c >= 2 ? s.split.data() + (c - 1) * n : nullptr;
         const std::size_t row_lo = (c == k - 1 && !sse_by_k) ? n - 1 : c;

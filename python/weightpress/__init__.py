@@ -12,6 +12,7 @@ Joint compression chains (iOS18+) are methods of the results, e.g.
     quantize(w, "int8").prune(n_m_ratio=(2, 4))     (see weightpress.joint)
 """
 
+from ._arrays import set_num_threads
 from .joint import PalettizedQuantizeResult, QuantizedLutResult, SparsePalettizeResult, SparseQuantizeResult
 from .packing import pack_bits, unpack_bits
 from .palettize import Ios16Lut, Ios18Lut, PalettizeResult, palettize, sse_curve
@@ -36,6 +37,7 @@ __all__ = [
     "palettize",
     "prune",
     "quantize",
+    "set_num_threads",
     "sse_curve",
     "unpack_bits",
 ]

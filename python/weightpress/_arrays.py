@@ -99,9 +99,19 @@ def as_sample_weight(sample_weight, weight: np.ndarray, op: str) -> np.ndarray:
     return sw
 
 
+_default_threads = 0  # 0: all cores (the kernels' own choice)
+
+
+def set_num_threads(num_threads) -> None:
+    """Default worker-thread count for every call that does not pass num_threads (None or 0:
+    all cores). Used by the command line's --threads and by the coremltools hooks."""
+    global _default_threads
+    _default_threads = 0 if not num_threads else threads_arg(num_threads, "set_num_threads")
+
+
 def threads_arg(num_threads, op: str) -> int:
     if num_threads is None:
-        return 0
+        return _default_threads
     if not isinstance(num_threads, (int, np.integer)) or isinstance(num_threads, bool) or num_threads < 1:
         raise ValueError(f"{op}: num_threads must be a positive int or None, got {num_threads!r}")
     return int(num_threads)

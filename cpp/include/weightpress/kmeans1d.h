@@ -21,15 +21,40 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <new>
+#include <utility>
 #include <vector>
 
 namespace weightpress {
+
+// Leaves new elements uninitialised on resize: the k x n split table of a large fp32 tensor
+// is gigabytes, and every entry the DP reads it has written first. (Zero-filling it up front
+// cost seconds of page faults, with no cancellation point.)
+template <typename T>
+struct UninitAllocator : std::allocator<T> {
+    template <typename U>
+    struct rebind {
+        using other = UninitAllocator<U>;
+    };
+    UninitAllocator() = default;
+    template <typename U>
+    UninitAllocator(const UninitAllocator<U>&) noexcept {}
+    template <typename U>
+    void construct(U* p) noexcept {
+        ::new (static_cast<void*>(p)) U;
+    }
+    template <typename U, typename... Args>
+    void construct(U* p, Args&&... args) {
+        ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+    }
+};
 
 // Reusable buffers; one per worker thread avoids allocation per group.
 struct KMeans1DScratch {
     std::vector<double> cw, cs, cs2;   // prefix sums, size n+1
     std::vector<double> prev, cur;     // DP rows
-    std::vector<std::uint32_t> split;  // k x n argmin table (start of the last cluster)
+    std::vector<std::uint32_t, UninitAllocator<std::uint32_t>> split;  // k x n argmin table (start of the last cluster)
     std::vector<double> candidates;    // inner-loop values
     std::vector<double> candidates_other;  // the second thread's, when threads > 1
 };

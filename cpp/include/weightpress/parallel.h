@@ -15,6 +15,21 @@
 
 namespace weightpress {
 
+// Cooperative cancellation: a caller (the Python bindings, on Ctrl-C) raises the flag; long
+// kernels call throw_if_cancelled() between groups and DP layers and unwind with Cancelled.
+struct Cancelled : std::exception {
+    const char* what() const noexcept override { return "weightpress: cancelled"; }
+};
+
+inline std::atomic<bool>& cancel_flag() {
+    static std::atomic<bool> flag{false};
+    return flag;
+}
+
+inline void throw_if_cancelled() {
+    if (cancel_flag().load(std::memory_order_relaxed)) throw Cancelled();
+}
+
 // Number of worker threads to use when the caller asks for `requested` (<= 0: all cores).
 inline int resolve_threads(int requested) {
     if (requested > 0) return requested;
@@ -30,7 +45,10 @@ void parallel_for(std::size_t n, int threads, Body&& body) {
     if (n == 0) return;
     const int workers = static_cast<int>(std::min<std::size_t>(n, resolve_threads(threads)));
     if (workers <= 1) {
-        for (std::size_t i = 0; i < n; ++i) body(0, i);
+        for (std::size_t i = 0; i < n; ++i) {
+            throw_if_cancelled();
+            body(0, i);
+        }
         return;
     }
     std::atomic<std::size_t> next{0};
@@ -40,8 +58,10 @@ void parallel_for(std::size_t n, int threads, Body&& body) {
     auto run = [&](int worker) {
         try {
             for (std::size_t i = next.fetch_add(1); i < n && !failed.load(std::memory_order_relaxed);
-                 i = next.fetch_add(1))
+                 i = next.fetch_add(1)) {
+                throw_if_cancelled();
                 body(worker, i);
+            }
         } catch (...) {
             std::lock_guard<std::mutex> lock(error_mutex);
             if (!error) error = std::current_exception();

@@ -35,13 +35,11 @@ py::tuple palettize_scalar(py::array data, std::optional<F64> importance, int nb
     if (py::isinstance<U16>(data) && data.dtype().itemsize() == 2) {
         U16 bits = data.cast<U16>();
         const std::uint16_t* p = bits.data();
-        py::gil_scoped_release release;
-        palettize_scalar_f16(p, imp, groups, len, nbits, threads, out);
+        run_cancellable([&] { palettize_scalar_f16(p, imp, groups, len, nbits, threads, out); });
     } else if (py::isinstance<F32>(data)) {
         F32 values = data.cast<F32>();
         const float* p = values.data();
-        py::gil_scoped_release release;
-        palettize_scalar_f32(p, imp, groups, len, nbits, threads, out);
+        run_cancellable([&] { palettize_scalar_f32(p, imp, groups, len, nbits, threads, out); });
     } else {
         throw py::type_error("palettize: expected uint16 (fp16 bits) or float32 data");
     }
@@ -57,13 +55,11 @@ F64 sse_curve(py::array data, std::optional<F64> importance, int max_clusters, i
     if (py::isinstance<U16>(data) && data.dtype().itemsize() == 2) {
         U16 bits = data.cast<U16>();
         const std::uint16_t* p = bits.data();
-        py::gil_scoped_release release;
-        sse_curve_f16(p, imp, groups, len, max_clusters, threads, c);
+        run_cancellable([&] { sse_curve_f16(p, imp, groups, len, max_clusters, threads, c); });
     } else if (py::isinstance<F32>(data)) {
         F32 values = data.cast<F32>();
         const float* p = values.data();
-        py::gil_scoped_release release;
-        sse_curve_f32(p, imp, groups, len, max_clusters, threads, c);
+        run_cancellable([&] { sse_curve_f32(p, imp, groups, len, max_clusters, threads, c); });
     } else {
         throw py::type_error("sse_curve: expected uint16 (fp16 bits) or float32 data");
     }
@@ -82,11 +78,10 @@ py::tuple kmeans1d_sorted(F64 x, F64 w, std::size_t k, int threads) {
     const double* wp = w.data();
     std::uint32_t* sp = starts.mutable_data();
     double* cp = centroids.mutable_data();
-    {
-        py::gil_scoped_release release;
+    run_cancellable([&] {
         KMeans1DScratch scratch;
         kmeans1d_optimal(xp, wp, n, k, sp, cp, scratch, nullptr, threads < 1 ? 1 : threads);
-    }
+    });
     return py::make_tuple(starts, centroids);
 }
 

@@ -41,10 +41,8 @@ void register_vector_kmeans(py::module_& m) {
             std::uint8_t* l = labels.mutable_data();
             double* o = objective.mutable_data();
             std::int32_t* u = used.mutable_data();
-            {
-                py::gil_scoped_release release;
-                vector_kmeans(x, w, groups, n, dim, static_cast<std::size_t>(k), opt, threads, c, l, o, u);
-            }
+            run_cancellable(
+                [&] { vector_kmeans(x, w, groups, n, dim, static_cast<std::size_t>(k), opt, threads, c, l, o, u); });
             return py::make_tuple(centroids, labels, objective, used);
         },
         py::arg("points"), py::arg("k"), py::arg("weights") = py::none(), py::arg("max_iter") = 300,

@@ -1,0 +1,1 @@
+"""The subcommands of the weightpress command line (see weightpress.cli)."""

@@ -1,0 +1,1 @@
+"""Core ML packages on disk: weight.bin blob storage and .mlpackage directories."""

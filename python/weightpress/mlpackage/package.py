@@ -1,0 +1,156 @@
+""".mlpackage directories: find the model spec and weight.bin, check them, write atomically.
+
+A package is a directory with Manifest.json listing items (path under Data/, author, name);
+rootModelIdentifier names the model spec item. coremltools writes the weights as the item
+"weights" (a directory holding weight.bin) by author com.apple.CoreML.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from typing import Optional
+
+from .weight_file import WeightFileError, WeightFileReader
+
+WEIGHTS_REFERENCE = "@model_path/weights/weight.bin"
+
+
+class PackageError(ValueError):
+    """Not a readable .mlpackage (missing, malformed, or its files disagree)."""
+
+
+@dataclass(frozen=True)
+class ModelPackage:
+    path: str
+    spec_path: str
+    weights_dir: Optional[str]
+
+    @property
+    def weight_file(self) -> Optional[str]:
+        if self.weights_dir is None:
+            return None
+        path = os.path.join(self.weights_dir, "weight.bin")
+        return path if os.path.exists(path) else None
+
+
+def open_package(path: str) -> ModelPackage:
+    """Locates the spec and weights of a .mlpackage, or raises PackageError saying why not."""
+    if not os.path.exists(path):
+        raise PackageError(f"{path}: no such file or directory")
+    if not os.path.isdir(path):
+        raise PackageError(f"{path}: not an .mlpackage directory")
+    manifest_path = os.path.join(path, "Manifest.json")
+    try:
+        with open(manifest_path) as f:
+            manifest = json.load(f)
+        items = manifest["itemInfoEntries"]
+        root = items[manifest["rootModelIdentifier"]]
+    except FileNotFoundError:
+        raise PackageError(f"{path}: not an .mlpackage (no Manifest.json)") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PackageError(f"{path}: malformed Manifest.json ({exc})") from None
+    data = os.path.join(path, "Data")
+    spec_path = os.path.join(data, root["path"])
+    if not os.path.isfile(spec_path):
+        raise PackageError(f"{path}: the model spec {root['path']} named by Manifest.json is missing")
+    weights_dir = None
+    for item in items.values():
+        if item.get("name") == "weights" and item.get("author") == root.get("author"):
+            weights_dir = os.path.join(data, item["path"])
+    return ModelPackage(path, spec_path, weights_dir)
+
+
+def iter_blob_offsets(spec):
+    """Offsets of every weight.bin blob an ML program spec refers to (all functions and
+    nested blocks), with the name of the op holding each."""
+
+    def values_of(op):
+        for attr in op.attributes.values():
+            yield attr
+        for arg in op.inputs.values():
+            for binding in arg.arguments:
+                if binding.HasField("value"):
+                    yield binding.value
+
+    def walk(block):
+        for op in block.operations:
+            for value in values_of(op):
+                if value.WhichOneof("value") == "blobFileValue":
+                    yield value.blobFileValue, op
+            for inner in op.blocks:
+                yield from walk(inner)
+
+    for function in spec.mlProgram.functions.values():
+        for block in function.block_specializations.values():
+            yield from walk(block)
+
+
+def check_weights(package: ModelPackage, spec) -> int:
+    """Validates weight.bin against the spec: every blob header in the file, and every blob
+    the program refers to. Returns the number of referenced blobs. Raises PackageError."""
+    refs = list(iter_blob_offsets(spec)) if spec.WhichOneof("Type") == "mlProgram" else []
+    if not refs:
+        return 0
+    weight_file = package.weight_file
+    if weight_file is None:
+        raise PackageError(f"{package.path}: the program refers to weight.bin, which is missing")
+    try:
+        with WeightFileReader(weight_file) as reader:
+            for _ in reader.walk():
+                pass
+            for ref, op in refs:
+                if ref.fileName != WEIGHTS_REFERENCE:
+                    raise PackageError(f"{package.path}: op '{op.name}' refers to {ref.fileName}, "
+                                       f"not {WEIGHTS_REFERENCE}")
+                try:
+                    reader.blob(ref.offset)
+                except WeightFileError as exc:
+                    raise PackageError(f"op '{op.name}': {exc}") from None
+    except WeightFileError as exc:
+        raise PackageError(str(exc)) from None
+    return len(refs)
+
+
+def package_size(path: str) -> int:
+    """Bytes of all files under a package directory."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            total += os.path.getsize(os.path.join(root, name))
+    return total
+
+
+def temporary_sibling(path: str) -> str:
+    """A fresh path next to `path` (same filesystem, so the final rename is atomic)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    stem, ext = os.path.splitext(os.path.basename(path))  # keep .mlpackage: coremltools insists on it
+    return os.path.join(parent, f".{stem}.weightpress-tmp-{uuid.uuid4().hex[:12]}{ext}")
+
+
+def publish(tmp_path: str, final_path: str, overwrite: bool) -> None:
+    """Moves a completed output into place: a rename, so readers see the old package or the
+    new one, never a mixture. An existing output is replaced only with overwrite=True."""
+    if os.path.lexists(final_path):
+        if not overwrite:
+            raise PackageError(f"{final_path} exists (use --force to overwrite)")
+        backup = temporary_sibling(final_path)
+        os.rename(final_path, backup)
+        try:
+            os.rename(tmp_path, final_path)
+        except BaseException:
+            os.rename(backup, final_path)
+            raise
+        remove(backup)
+    else:
+        os.rename(tmp_path, final_path)
+
+
+def remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.unlink(path)
