@@ -45,7 +45,8 @@ def packages(tmp_path_factory, ct):
     return out
 
 
-def test_compress_matches_the_python_api(ct, packages, tmp_path):
+@pytest.mark.parametrize("path", ["streaming", "in-memory"])
+def test_compress_matches_the_python_api(ct, packages, tmp_path, path):
     import coremltools.optimize.coreml as cto
 
     import weightpress.coreml as wpc
@@ -55,8 +56,10 @@ def test_compress_matches_the_python_api(ct, packages, tmp_path):
     out = tmp_path / "out.mlpackage"
     report = tmp_path / "report.json"
     r = run_cli("compress", src, "-o", out, "--palettize", 4, "--granularity", "per_grouped_channel",
-                "--group-size", 16, "--weight-threshold", 10000, "--report", "--report-json", report)
+                "--group-size", 16, "--weight-threshold", 10000, "--report", "--report-json", report,
+                *(["--in-memory"] if path == "in-memory" else []))
     assert r.returncode == 0, r.stderr
+    assert f"({path}" in r.stderr or (path == "in-memory" and "in memory)" in r.stderr)
     assert "smaller" in r.stdout and "total SSE" in r.stdout
     assert tree_digest(src) == digest  # the input is never modified
 
@@ -89,6 +92,32 @@ def test_joint_chain_in_command_line_order(ct, packages, tmp_path):
     assert r.returncode == 0, r.stderr
     ops = {s[0] for s in program_signature(ct.models.MLModel(str(out2), skip_model_load=True))}
     assert "constexpr_sparse_blockwise_shift_scale" in ops
+
+
+def test_joint_chain_falls_back_within_the_budget_only(packages, tmp_path):
+    r = run_cli("compress", packages["iOS18"], "-o", tmp_path / "o.mlpackage", "--prune", 0.5, "--palettize", 4,
+                "--max-memory", "64M")
+    msg = _error(r)
+    assert "joint compression" in msg and "in-memory path would need about" in msg and "--max-memory" in msg
+    r = run_cli("compress", packages["iOS18"], "-o", tmp_path / "o.mlpackage", "--prune", 0.5, "--palettize", 4,
+                "--max-memory", "2G")
+    assert r.returncode == 0, r.stderr
+    assert "running in memory (estimated peak" in r.stderr
+
+
+def test_streaming_budget_and_multifunction_errors(ct, packages, tmp_path):
+    assert "over the" in _error(run_cli("compress", packages["iOS18"], "-o", tmp_path / "o.mlpackage",
+                                        "--palettize", 4, "--max-memory", "100K"))
+    from coremltools.models.utils import MultiFunctionDescriptor, save_multifunction
+
+    desc = MultiFunctionDescriptor()
+    desc.add_function(packages["iOS18"], src_function_name="main", target_function_name="a")
+    desc.add_function(packages["iOS18"], src_function_name="main", target_function_name="b")
+    desc.default_function_name = "a"
+    multi = tmp_path / "multi.mlpackage"
+    save_multifunction(desc, str(multi))
+    msg = _error(run_cli("compress", multi, "-o", tmp_path / "o.mlpackage", "--palettize", 4))
+    assert "functions" in msg and "multifunction" in msg
 
 
 def test_config_files_apply_in_order(ct, packages, tmp_path):

@@ -60,6 +60,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="deployment target of the output (default: the model's own; iOS15 models become iOS16)")
     p.add_argument("--report", action="store_true", help="print per-layer SSE and PSNR")
     p.add_argument("--report-json", metavar="FILE", help="write the per-layer report as JSON")
+    p.add_argument("--max-memory", type=_size, default=None, metavar="SIZE",
+                   help="memory budget for the streaming path, e.g. 512M or 4G (default: half the RAM)")
+    p.add_argument("--in-memory", action="store_true",
+                   help="run coremltools' own machinery on the whole model instead of streaming")
+
+
+def _size(text):
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = t[-1] if t and t[-1] in units else ""
+    try:
+        value = float(t[: len(t) - len(unit)]) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size such as 512M or 4G, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"the memory budget must be positive, got {text!r}")
+    return int(value)
 
 
 def add_method_arguments(p: argparse.ArgumentParser, granularity="per_tensor", group_size=32) -> None:
@@ -124,6 +141,50 @@ def _op_config(kind, value, args, cto):
     if kind == "prune_n_m":
         return "prune", cto.OpMagnitudePrunerConfig(n_m_ratio=value, dim=args.prune_dim, **common)
     raise AssertionError(kind)
+
+
+def _stream_op_config(kind, value, args):
+    from ..mlpackage.config import op_config
+
+    wt = args.weight_threshold
+    if kind == "palettize":
+        return op_config("palettize", wt, mode=args.mode, nbits=None if args.mode == "unique" else value,
+                         granularity=args.granularity, group_size=args.group_size, channel_axis=args.channel_axis,
+                         cluster_dim=args.cluster_dim, enable_per_channel_scale=args.per_channel_scale)
+    if kind == "quantize":
+        return op_config("quantize", wt, mode=args.quantize_mode, dtype=value, granularity=args.quantize_granularity,
+                         block_size=args.block_size)
+    if kind == "prune":
+        return op_config("prune_magnitude", wt, target_sparsity=value, block_size=args.prune_block_size,
+                         dim=args.prune_dim)
+    if kind == "prune_threshold":
+        return op_config("prune_threshold", wt, threshold=value, minimum_sparsity_percentile=args.prune_min_sparsity)
+    if kind == "prune_n_m":
+        return op_config("prune_magnitude", wt, n_m_ratio=value, dim=args.prune_dim)
+    raise AssertionError(kind)
+
+
+def build_stream_steps(args):
+    """The methods as weightpress configs (no coremltools import)."""
+    from ..mlpackage.config import Config, ConfigError, from_yaml
+
+    if not args.steps:
+        raise UsageError("give at least one method: --palettize, --quantize, --prune, --prune-threshold, "
+                         "--prune-n-m or --config")
+    steps = []
+    for kind, value in args.steps:
+        try:
+            if kind == "config":
+                if not os.path.isfile(value):
+                    raise UsageError(f"--config {value}: no such file")
+                config = from_yaml(value)
+                config.method  # one method per file
+            else:
+                config = Config(global_config=_stream_op_config(kind, value, args))
+        except (ConfigError, ValueError, TypeError, OSError) as exc:
+            raise UsageError(f"--{kind.replace('_', '-')} {value}: {exc}") from None
+        steps.append(config)
+    return steps
 
 
 def _config_file(path, cto):
@@ -241,9 +302,6 @@ def _load_spec(package):
 
 
 def run(args) -> int:
-    import logging
-    import warnings
-
     start = time.perf_counter()
     out = args.output
     if not out.endswith(".mlpackage"):
@@ -259,6 +317,79 @@ def run(args) -> int:
     except PackageError as exc:
         raise UsageError(str(exc)) from None
 
+    if not args.in_memory:
+        from ..mlpackage.stream import StreamingUnsupported
+
+        try:
+            return _run_streaming(args, package, start)
+        except StreamingUnsupported as exc:
+            _fallback_or_exit(args, package, str(exc))
+    return _run_in_memory(args, package, start)
+
+
+def _fallback_or_exit(args, package, reason):
+    """The streaming path cannot express something: run in memory if that fits the budget."""
+    from ..mlpackage.stream import default_budget
+
+    budget = args.max_memory or default_budget()
+    weights = os.path.getsize(package.weight_file) if package.weight_file else 0
+    estimate = COREMLTOOLS_BASELINE + IN_MEMORY_FACTOR * weights
+    if estimate > budget:
+        raise UsageError(f"the streaming path does not support {reason}, and the in-memory path would need about "
+                         f"{estimate / 2**20:.0f} MiB (budget {budget / 2**20:.0f} MiB); raise --max-memory or "
+                         "use --in-memory")
+    print(f"note: the streaming path does not support {reason}; running in memory (estimated peak "
+          f"{estimate / 2**20:.0f} MiB fits the {budget / 2**20:.0f} MiB budget)", file=sys.stderr)
+
+
+# coremltools' in-memory round trip: ~400 MB for importing it (torch included) and a few
+# copies of the weights (loaded program, compressed values, serialisation)
+COREMLTOOLS_BASELINE = 400 << 20
+IN_MEMORY_FACTOR = 4
+
+
+def _run_streaming(args, package, start):
+    from ..mlpackage.config import ConfigError
+    from ..mlpackage.stream import MemoryBudgetError, compress_mlpackage
+    from ..mlpackage.weight_file import WeightFileError
+
+    steps = build_stream_steps(args)
+    target = TARGETS[args.target] if args.target else None
+    print(f"compressing {args.input}: {' then '.join(c.method for c in steps)} (streaming)", file=sys.stderr,
+          flush=True)
+    try:
+        result = compress_mlpackage(args.input, args.output, steps, target=target, max_memory=args.max_memory,
+                                    overwrite=args.force, num_threads=args.threads, progress=sys.stderr.isatty(),
+                                    report=bool(args.report or args.report_json),
+                                    notes=sys.stderr)
+    except (PackageError, WeightFileError, ConfigError, MemoryBudgetError) as exc:
+        raise UsageError(str(exc)) from None
+    except ValueError as exc:
+        raise UsageError(f"{steps[0].method}: {exc}") from None
+    _summary(args, time.perf_counter() - start, result.rows)
+    return 0
+
+
+def _summary(args, elapsed, rows):
+    size_in, size_out = package_size(args.input), package_size(args.output)
+    print(f"wrote {args.output}")
+    print(f"size:  {size_in / 1e6:.2f} MB -> {size_out / 1e6:.2f} MB ({size_in / max(size_out, 1):.2f}x smaller)")
+    print(f"time:  {elapsed:.1f} s")
+    if rows is not None and args.report:
+        from .report import print_report
+
+        print_report(rows)
+    if rows is not None and args.report_json:
+        with open(args.report_json, "w") as f:
+            json.dump({"input": args.input, "output": args.output, "size_in": size_in, "size_out": size_out,
+                       "seconds": elapsed, "layers": rows}, f, indent=2)
+
+
+def _run_in_memory(args, package, start):
+    import logging
+    import warnings
+
+    out = args.output
     warnings.filterwarnings("ignore", module="coremltools")
     logging.getLogger("coremltools").setLevel(logging.ERROR)
     import coremltools as ct
@@ -277,8 +408,8 @@ def run(args) -> int:
     if kind != "mlProgram":
         raise UsageError(f"{args.input} is a {kind} model; weight compression needs an ML program (mlprogram)")
     if len(spec.mlProgram.functions) > 1:
-        raise UsageError(f"{args.input} has {len(spec.mlProgram.functions)} functions; the in-memory path compresses "
-                         "single-function models only (as coremltools)")
+        raise UsageError(f"{args.input} has {len(spec.mlProgram.functions)} functions; multifunction packages are "
+                         "not supported (coremltools' compression refuses them too)")
     try:
         check_weights(package, spec)
     except PackageError as exc:
@@ -308,7 +439,7 @@ def run(args) -> int:
         raise UsageError(f"{args.input}: coremltools cannot load it ({type(exc).__name__}: {exc})") from None
     before = _constexpr_count(spec)
     print(f"compressing {args.input}: {' then '.join(m for m, _ in steps)} "
-          f"(target {SPEC_TARGETS[spec_version]})", file=sys.stderr, flush=True)
+          f"(target {SPEC_TARGETS[spec_version]}, in memory)", file=sys.stderr, flush=True)
     compressed = model
     for i, (method, config) in enumerate(steps):
         try:
@@ -331,20 +462,10 @@ def run(args) -> int:
         raise UsageError(str(exc)) from None
     finally:
         remove(tmp)
-    elapsed = time.perf_counter() - start
-
-    size_in, size_out = package_size(args.input), package_size(out)
-    print(f"wrote {out}")
-    print(f"size:  {size_in / 1e6:.2f} MB -> {size_out / 1e6:.2f} MB ({size_in / max(size_out, 1):.2f}x smaller)")
-    print(f"time:  {elapsed:.1f} s")
+    rows = None
     if args.report or args.report_json:
-        from .report import layer_report, print_report
+        from .report import layer_report
 
         rows = layer_report(model, compressed, spec_version)
-        if args.report:
-            print_report(rows)
-        if args.report_json:
-            with open(args.report_json, "w") as f:
-                json.dump({"input": args.input, "output": out, "size_in": size_in, "size_out": size_out,
-                           "seconds": elapsed, "layers": rows}, f, indent=2)
+    _summary(args, time.perf_counter() - start, rows)
     return 0

@@ -104,12 +104,12 @@ def check_weights(package: ModelPackage, spec) -> int:
                 pass
             for ref, op in refs:
                 if ref.fileName != WEIGHTS_REFERENCE:
-                    raise PackageError(f"{package.path}: op '{op.name}' refers to {ref.fileName}, "
+                    raise PackageError(f"{package.path}: op '{op.outputs[0].name}' refers to {ref.fileName}, "
                                        f"not {WEIGHTS_REFERENCE}")
                 try:
                     reader.blob(ref.offset)
                 except WeightFileError as exc:
-                    raise PackageError(f"op '{op.name}': {exc}") from None
+                    raise PackageError(f"op '{op.outputs[0].name}': {exc}") from None
     except WeightFileError as exc:
         raise PackageError(str(exc)) from None
     return len(refs)
