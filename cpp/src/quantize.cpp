@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "weightpress/half.h"
+#include "weightpress/kernels/quantize_block.h"
 #include "weightpress/parallel.h"
 
 namespace weightpress {
@@ -59,12 +60,14 @@ inline std::uint32_t round_half_fast(float& x) {
 }
 
 struct Half {
+    static constexpr bool kIsHalf = true;
     static std::uint32_t round_fast(float& x) { return round_half_fast(x); }
     static float load(std::uint16_t h) { return half_bits_to_float(h); }
     static float round(float x) { return round_half(x); }
     static std::uint16_t store(float x) { return half_from_double(static_cast<double>(x)); }
 };
 struct Single {
+    static constexpr bool kIsHalf = false;
     static std::uint32_t round_fast(float&) { return 0; }
     static float load(float x) { return x; }
     static float round(float x) { return x; }
@@ -131,13 +134,6 @@ WP_CLONES void quantize_run(const std::uint16_t* w, std::size_t len, float scale
 WP_CLONES void quantize_run(const float* w, std::size_t len, float scale, float zp, float qmin, float qmax,
                             std::uint8_t* data) {
     quantize_run_impl<Single>(w, len, scale, zp, qmin, qmax, data);
-}
-
-// numpy's clip followed by a cast to a small integer type: NaN becomes 0 on x86.
-inline std::uint8_t to_int_byte(float v, float qmin, float qmax) {
-    if (std::isnan(v)) return 0;
-    v = std::min(std::max(v, qmin), qmax);
-    return static_cast<std::uint8_t>(static_cast<std::int32_t>(v));
 }
 
 // Visits the elements of block `b` as runs of contiguous memory: f(offset, length).
@@ -211,29 +207,13 @@ void quantize_impl(const In* w, const QuantizeSpec& s, int threads, std::uint8_t
         });
         if (nan_seen || !std::isfinite(mn) || !std::isfinite(mx))
             throw std::domain_error("quantize: weight contains NaN or Inf");
-        float lo, hi;
-        if (s.symmetric) {
-            const float r = std::max(std::fabs(mn), std::fabs(mx));
-            lo = -r;
-            hi = r;
-        } else {
-            lo = mn < 0 ? mn : 0.0f;  // np.minimum(0.0, min) keeps +0 for a -0 minimum
-            hi = mx > 0 ? mx : 0.0f;
-        }
-        const float range = T::round(hi - lo);
-        const float scale = T::round(range / (qmax - qmin));
-        float zp = 0;
-        if (has_zp) {
-            if (s.symmetric) {
-                zp = static_cast<float>(static_cast<int>(qmax) / 2);
-            } else {
-                const float num = T::round(T::round(qmin * hi) - T::round(qmax * lo));
-                zp = rint_even(T::round(num / range));
-                if (!std::isnan(zp)) zp = std::min(std::max(zp, qmin), qmax);
-            }
-        }
+        // Scale and zero point: the body shared with the Metal kernel (kernels/quantize_block.h).
+        const wp::BlockQuant q =
+            wp::block_qparams(mn, mx, static_cast<uint32_t>(s.nbits), s.is_signed, s.symmetric, T::kIsHalf);
+        const float scale = q.scale;
+        const float zp = q.zp;
         scale_out[b] = T::store(scale);
-        if (zp_out) zp_out[b] = to_int_byte(zp, qmin, qmax);
+        if (zp_out) zp_out[b] = static_cast<std::uint8_t>(static_cast<std::int32_t>(q.stored_zp));
         const float zp_add = has_zp ? zp : 0.0f;
         for_each_run(s, b, [&](std::size_t off, std::size_t len) {
             quantize_run(w + off, len, scale, zp_add, qmin, qmax, data + off);

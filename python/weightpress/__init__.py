@@ -13,6 +13,7 @@ Joint compression chains (iOS18+) are methods of the results, e.g.
 """
 
 from ._arrays import set_num_threads
+from .backends import backends
 from .joint import PalettizedQuantizeResult, QuantizedLutResult, SparsePalettizeResult, SparseQuantizeResult
 from .packing import pack_bits, unpack_bits
 from .palettize import Ios16Lut, Ios18Lut, PalettizeResult, palettize, sse_curve
@@ -22,6 +23,7 @@ from .quantize import Ios16Quant, QuantizeResult, quantize
 __version__ = "0.1.0"
 
 __all__ = [
+    "backends",
     "Ios16Lut",
     "Ios18Lut",
     "Ios16Quant",

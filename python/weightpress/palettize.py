@@ -339,6 +339,14 @@ def _custom(weight_swapped, groups, lut_function, cluster_dim, dtype):
 # ---------------------------------------------------------------- API
 
 
+def _cpu_only(backend, op):
+    from .backends import resolve_backend
+
+    if resolve_backend(backend, op) == "metal":
+        raise NotImplementedError(f"{op}: the Metal kernels for {op} are written and emulation-tested "
+                                  "(metal/README.md) but not yet wired to the host; use backend='cpu'")
+
+
 def palettize(
     weight,
     nbits: Optional[int] = None,
@@ -352,6 +360,7 @@ def palettize(
     lut_function: Optional[Callable] = None,
     sample_weight=None,
     num_threads: Optional[int] = None,
+    backend: str = "auto",
 ) -> PalettizeResult:
     """Palettizes one weight (numpy array or torch tensor, float16 or float32).
 
@@ -359,7 +368,9 @@ def palettize(
     clustering of every group has the minimum (sample-weighted) SSE; for fp16 groups of at
     least 10,000 elements the LUT and indices equal coremltools' bit for bit.
     sample_weight gives per-element importance (>= 0) for sensitivity-weighted k-means.
+    backend: "auto" (the CPU), "cpu" or "metal" (see weightpress.backends()).
     """
+    _cpu_only(backend, "palettize")
     _check_options(mode, nbits, granularity, group_size, cluster_dim, lut_function, sample_weight)
     needs_axis = granularity == "per_grouped_channel" or cluster_dim > 1 or enable_per_channel_scale
     # Scalar k-means finds NaN/Inf in its own histogram/sort pass; the other modes check here.

@@ -162,6 +162,7 @@ def prune(
     n_m_ratio: Optional[Tuple[int, int]] = None,
     dim: Optional[int] = None,
     num_threads: Optional[int] = None,
+    backend: str = "auto",
 ) -> PruneResult:
     """Prunes one weight (numpy array or torch tensor, float16 or float32).
 
@@ -172,7 +173,11 @@ def prune(
     threshold pruned; block_size=b ranks blocks of b channels along dim (default 0) by L2
     norm); n_m_ratio=(n, m): the n smallest of every m consecutive elements along dim
     (default 1) are zeroed.
+    backend: "auto" (the CPU), "cpu" or "metal" (see weightpress.backends()).
     """
+    from .palettize import _cpu_only
+
+    _cpu_only(backend, "prune")
     chosen = [name for name, v in (("threshold", threshold), ("target_sparsity", target_sparsity),
                                    ("n_m_ratio", n_m_ratio)) if v is not None]
     if len(chosen) != 1:

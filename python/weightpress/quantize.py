@@ -159,13 +159,18 @@ def quantize(
     channel_axis: int = 0,
     input_axis: Optional[int] = None,
     num_threads: Optional[int] = None,
+    backend: str = "auto",
 ) -> QuantizeResult:
     """Quantizes one weight (numpy array or torch tensor, float16 or float32).
 
     Options mirror coremltools' OpLinearQuantizerConfig. per_block with an int block_size
     blocks `input_axis` (default 1, the input axis of linear/conv weights; 0 for
     conv_transpose) and quantizes every output channel (`channel_axis`) separately.
+    backend: "auto" (the CPU), "cpu" or "metal" (see weightpress.backends()).
     """
+    from .backends import resolve_backend
+
+    use_metal = resolve_backend(backend, "quantize") == "metal"
     if not isinstance(dtype, str) or dtype.lower() not in DTYPES:
         raise ValueError(f"quantize: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     dtype = dtype.lower()
@@ -185,10 +190,33 @@ def quantize(
     nbits, signed = DTYPES[dtype]
     source = w.view(np.uint16) if w.dtype == np.float16 else w
     threads = threads_arg(num_threads, "quantize")
-    data, scale, offset = kernel_call(
-        lambda: _core.quantize_blockwise(source, blocks, nbits, signed, mode == "linear_symmetric", threads),
-        w, "quantize")
+    if use_metal:
+        data, scale, offset = _metal_quantize(w, source, blocks, nbits, signed, mode == "linear_symmetric")
+    else:
+        data, scale, offset = kernel_call(
+            lambda: _core.quantize_blockwise(source, blocks, nbits, signed, mode == "linear_symmetric", threads),
+            w, "quantize")
     if w.dtype == np.float16:
         scale = scale.view(np.float16)
     return QuantizeResult(weight=w, dtype=dtype, mode=mode, block_sizes=sizes, data=data, scale=scale,
                           offset=offset)
+
+
+def _metal_quantize(w, source, blocks, nbits, signed, symmetric):
+    """The Metal kernel sees the weight as axis 0 x (all other axes); blocks must cover every
+    axis after the second fully (linear and conv per-block / per-channel / per-tensor do)."""
+    from ._arrays import check_finite
+
+    check_finite(w, "quantize")
+    if w.ndim > 2 and any(b != n for b, n in zip(blocks[2:], w.shape[2:])):
+        raise ValueError(f"quantize: the Metal backend needs blocks spanning axes 2+ of {w.shape}, got {blocks}")
+    rows = w.shape[0]
+    cols = w.size // rows
+    block_cols = int(np.prod(blocks[1:])) if w.ndim > 1 else 1
+    data, scale, zp = _core.metal_quantize(source.reshape(rows, cols), rows, cols, blocks[0], block_cols, nbits,
+                                           signed, symmetric)
+    grid = tuple(n // b for n, b in zip(w.shape, blocks))
+    data = data.reshape(w.shape).view(np.int8 if signed else np.uint8)
+    scale = scale.reshape(grid)
+    offset = None if (signed and symmetric) else zp.view(np.int8 if signed else np.uint8).reshape(grid)
+    return data, scale, offset

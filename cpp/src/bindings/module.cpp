@@ -7,4 +7,5 @@ PYBIND11_MODULE(_core, m) {
     weightpress::bindings::register_vector_kmeans(m);
     weightpress::bindings::register_quantize(m);
     weightpress::bindings::register_prune(m);
+    weightpress::bindings::register_metal(m);
 }

@@ -112,6 +112,8 @@ def add_method_arguments(p: argparse.ArgumentParser, granularity="per_tensor", g
                     help="with --prune-threshold: skip weights that end up sparser than this (coremltools' "
                          "minimum_sparsity_percentile)")
     p.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
+    p.add_argument("--backend", default="auto", choices=("auto", "cpu", "metal"),
+                   help="compute backend (auto = cpu; see weightpress.backends())")
     p.add_argument("--weight-threshold", type=int, default=2048,
                    help="compress consts with MORE than this many elements (default 2048)")
     p.set_defaults(steps=[])
@@ -312,6 +314,7 @@ def run(args) -> int:
         raise UsageError("OUT must differ from IN (the input is never modified)")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
+    check_backend(args.backend)
     try:
         package = open_package(args.input)
     except PackageError as exc:
@@ -325,6 +328,18 @@ def run(args) -> int:
         except StreamingUnsupported as exc:
             _fallback_or_exit(args, package, str(exc))
     return _run_in_memory(args, package, start)
+
+
+def check_backend(name):
+    from ..backends import resolve_backend
+
+    try:
+        backend = resolve_backend(name, "--backend")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if backend != "cpu":
+        raise UsageError("--backend metal: the command line runs on the CPU until the Metal backend has been "
+                         "verified on a Mac (metal/README.md)")
 
 
 def _fallback_or_exit(args, package, reason):
