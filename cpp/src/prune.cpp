@@ -156,27 +156,42 @@ void order_statistics_f32(const float* magnitude, std::size_t n, const std::size
     }
 }
 
-void nm_prune_mask(const float* magnitude, std::size_t rows, std::size_t channel, int n, int m, int threads,
-                   std::uint8_t* pruned) {
+// Magnitude order of IEEE values = unsigned order of their bits without the sign (NaN is
+// refused upstream; -0 and +0 share key 0), so fp16 and fp32 weights are ranked without
+// converting or copying them.
+template <typename Bits>
+void nm_prune_mask_bits(const Bits* bits, std::size_t rows, std::size_t channel, int n, int m, int threads,
+                        std::uint8_t* pruned) {
+    constexpr Bits kMagnitude = static_cast<Bits>(static_cast<Bits>(~Bits(0)) >> 1);  // all bits but the sign
     const std::size_t groups = (channel + m - 1) / m;
     parallel_for(rows, threads, [&](int, std::size_t r) {
         std::vector<std::uint32_t> order(m);
-        const float* row = magnitude + r * channel;
+        const Bits* row = bits + r * channel;
         std::uint8_t* out = pruned + r * channel;
         std::memset(out, 0, channel);
         for (std::size_t g = 0; g < groups; ++g) {
             const std::size_t base = g * m;
-            auto mag = [&](std::uint32_t t) { return base + t < channel ? row[base + t] : 0.0f; };
+            auto key = [&](std::uint32_t t) { return base + t < channel ? Bits(row[base + t] & kMagnitude) : Bits(0); };
             for (int t = 0; t < m; ++t) order[t] = static_cast<std::uint32_t>(t);
             auto less = [&](std::uint32_t a, std::uint32_t b) {
-                const float ma = mag(a), mb = mag(b);
-                return ma < mb || (ma == mb && a < b);
+                const Bits ka = key(a), kb = key(b);
+                return ka < kb || (ka == kb && a < b);
             };
             if (n < m) std::nth_element(order.begin(), order.begin() + n, order.end(), less);
             for (int t = 0; t < n; ++t)
                 if (base + order[t] < channel) out[base + order[t]] = 1;
         }
     });
+}
+
+void nm_prune_mask_f16(const std::uint16_t* bits, std::size_t rows, std::size_t channel, int n, int m, int threads,
+                       std::uint8_t* pruned) {
+    nm_prune_mask_bits(bits, rows, channel, n, m, threads, pruned);
+}
+
+void nm_prune_mask_f32(const std::uint32_t* bits, std::size_t rows, std::size_t channel, int n, int m, int threads,
+                       std::uint8_t* pruned) {
+    nm_prune_mask_bits(bits, rows, channel, n, m, threads, pruned);
 }
 
 }  // namespace weightpress

@@ -244,9 +244,14 @@ def prune(
     if m > channel / 2:
         raise ValueError(f"prune: m = {m} is more than half of the {channel} channels on axis {dim} "
                          "(coremltools skips such a weight)")
-    mag = np.abs(moved).astype(np.float32).reshape(-1, channel)
-    pruned = _core.nm_prune_mask(mag, n, m, threads).reshape(moved.shape)
-    back = [perm.index(i) for i in range(rank)]
-    pruned = np.ascontiguousarray(np.transpose(pruned, axes=back)).reshape(-1)
+    # ranked by the bit patterns themselves (|x| order = order of the bits without the sign):
+    # no abs or float32 copy; for a 2-D weight pruned along dim 1 no transpose either
+    identity = perm == list(range(rank))
+    bits = np.ascontiguousarray(moved).view(np.uint16 if w.dtype == np.float16 else np.uint32)
+    pruned = _core.nm_prune_mask(bits.reshape(-1, channel), n, m, threads)
+    if not identity:
+        back = [perm.index(i) for i in range(rank)]
+        pruned = np.ascontiguousarray(np.transpose(pruned.reshape(moved.shape), axes=back))
+    pruned = pruned.reshape(-1)
     packed, nonzero = _sparsify(w, threads, pruned=pruned)
     return PruneResult(weight=w, packed_mask=packed, nonzero_data=nonzero)

@@ -109,19 +109,26 @@ void register_prune(py::module_& m) {
         py::arg("threads") = 0);
     m.def(
         "nm_prune_mask",
-        [](py::array_t<float, py::array::c_style | py::array::forcecast> magnitude, int n, int m_, int threads) {
-            if (magnitude.ndim() != 2) throw py::value_error("prune: n:m magnitudes must be [rows, channel]");
-            const std::size_t rows = magnitude.shape(0), channel = magnitude.shape(1);
+        [](py::array bits, int n, int m_, int threads) {
+            if (bits.ndim() != 2 || !(bits.flags() & py::array::c_style))
+                throw py::value_error("prune: n:m weights must be a C-contiguous [rows, channel] bit-pattern array");
+            const std::size_t rows = bits.shape(0), channel = bits.shape(1);
             U8 pruned({rows, channel});
-            const float* mp = magnitude.data();
             std::uint8_t* out = pruned.mutable_data();
-            {
+            if (bits.dtype().is(py::dtype::of<std::uint16_t>())) {
+                const auto* p = static_cast<const std::uint16_t*>(bits.data());
                 py::gil_scoped_release release;
-                nm_prune_mask(mp, rows, channel, n, m_, threads, out);
+                nm_prune_mask_f16(p, rows, channel, n, m_, threads, out);
+            } else if (bits.dtype().is(py::dtype::of<std::uint32_t>())) {
+                const auto* p = static_cast<const std::uint32_t*>(bits.data());
+                py::gil_scoped_release release;
+                nm_prune_mask_f32(p, rows, channel, n, m_, threads, out);
+            } else {
+                throw py::type_error("prune: n:m expects fp16 (uint16) or fp32 (uint32) bit patterns");
             }
             return pruned;
         },
-        py::arg("magnitude"), py::arg("n"), py::arg("m"), py::arg("threads") = 0);
+        py::arg("bits"), py::arg("n"), py::arg("m"), py::arg("threads") = 0);
 }
 
 }  // namespace weightpress::bindings
