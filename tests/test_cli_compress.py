@@ -176,6 +176,10 @@ def test_error_paths(packages, tmp_path):
     not_pkg = tmp_path / "file.mlpackage"
     not_pkg.write_text("hello")
     assert "not an .mlpackage" in _error(run_cli("compress", not_pkg, "-o", tmp_path / "o.mlpackage", "--palettize", 4))
+    nn = tmp_path / "model.mlmodel"
+    nn.write_bytes(b"\x08\x04")
+    assert "needs an ML program saved as an .mlpackage" in _error(
+        run_cli("compress", nn, "-o", tmp_path / "o.mlpackage", "--palettize", 4))
     assert "at least one method" in _error(run_cli("compress", src, "-o", tmp_path / "o.mlpackage"))
     assert "no compressible weights" in _error(run_cli("compress", src, "-o", tmp_path / "o.mlpackage", "--palettize",
                                                        4, "--weight-threshold", 10 ** 9))

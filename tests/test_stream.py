@@ -16,7 +16,7 @@ import pytest
 
 import weightpress.coreml as wpc
 from coreml_oracle import decompressed_weights, linear_model, mixed_model, program_signature
-from weightpress.mlpackage.config import Config, op_config
+from weightpress.mlpackage.config import Config, ConfigError, op_config
 from weightpress.mlpackage.package import PackageError
 from weightpress.mlpackage.stream import MemoryBudgetError, StreamingUnsupported, compress_mlpackage
 from weightpress.mlpackage.weight_file import WeightFileError
@@ -185,7 +185,7 @@ def test_never_imports_coremltools_or_torch(sources, tmp_path):
     code = (
         "import sys\n"
         "from weightpress.mlpackage.stream import compress_mlpackage\n"
-        "from weightpress.mlpackage.config import Config, op_config\n"
+        "from weightpress.mlpackage.config import Config, ConfigError, op_config\n"
         f"compress_mlpackage({sources['iOS18']!r}, {str(tmp_path / 'o.mlpackage')!r}, "
         "Config(op_config('palettize', nbits=4)))\n"
         "assert 'coremltools' not in sys.modules and 'torch' not in sys.modules, "
@@ -284,6 +284,23 @@ def test_joint_and_multifunction_are_not_streamed(ct, sources, tmp_path):
         compress_mlpackage(multi, str(tmp_path / "o.mlpackage"), Config(op_config("palettize", nbits=4)))
 
 
+def test_nan_refused_by_name_and_inf_skipped_for_quantization(ct, tmp_path):
+    w = (np.random.default_rng(4).standard_normal((64, 256)) * 0.05).astype(np.float16)
+    w[2, 3] = np.inf
+    src = str(tmp_path / "inf.mlpackage")
+    linear_model(w, ct.target.iOS18).save(src)
+    with pytest.raises(ValueError, match=r"const 'lin_weight_0' contains inf at flat index 515"):
+        compress_mlpackage(src, str(tmp_path / "o.mlpackage"), Config(op_config("palettize", nbits=4)))
+    with pytest.raises(ConfigError, match="no compressible weights"):  # coremltools skips Inf for quantization
+        compress_mlpackage(src, str(tmp_path / "o.mlpackage"), Config(op_config("quantize", dtype="int8")))
+    w[2, 3] = np.nan
+    linear_model(w, ct.target.iOS18).save(src)
+    for kind, opts in (("quantize", {}), ("prune_magnitude", {"target_sparsity": 0.5})):
+        with pytest.raises(ValueError, match=r"const 'lin_weight_0' contains nan at flat index 515"):
+            compress_mlpackage(src, str(tmp_path / "o.mlpackage"), Config(op_config(kind, **opts)))
+    assert not (tmp_path / "o.mlpackage").exists()
+
+
 def test_weight_over_budget_is_named(sources, tmp_path):
     with pytest.raises(MemoryBudgetError, match=r"const linear_weight_0 \[128, 256\] needs about"):
         compress_mlpackage(sources["iOS18"], str(tmp_path / "o.mlpackage"), Config(op_config("palettize", nbits=4)),
@@ -316,7 +333,7 @@ def test_one_gigabyte_model_in_a_256_mib_budget(tmp_path):
     out = str(tmp_path / "out.mlpackage")
     peak = _peak_rss_mib(
         "from weightpress.mlpackage.stream import compress_mlpackage\n"
-        "from weightpress.mlpackage.config import Config, op_config\n"
+        "from weightpress.mlpackage.config import Config, ConfigError, op_config\n"
         f"r = compress_mlpackage({src!r}, {out!r}, Config(op_config('palettize', nbits=4)), max_memory=256 << 20)\n"
         "assert len(r.compressed) > 300\n", env)
     assert peak < baseline + 256, (peak, baseline)

@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "weightpress/half.h"
+#include "weightpress/kernels/half_float.h"
 #include "weightpress/parallel.h"
 
 namespace weightpress {
@@ -28,6 +30,19 @@ struct F32 {
     static float magnitude(T v) { return std::fabs(v); }
 };
 
+// The keep test on fp16 bit patterns: for non-negative halves, value order is the order of
+// the bits, so |w| <= t compares (bits & 0x7fff) with the bits of t (t must be a half value).
+struct HalfKeys {
+    bool usable;
+    std::uint16_t threshold;
+};
+
+inline HalfKeys half_threshold_key(float threshold) {
+    if (!(threshold >= 0.0f)) return {false, 0};
+    const std::uint16_t key = half_from_double(static_cast<double>(threshold));
+    return {static_cast<float>(half_to_double(key)) == threshold, key};
+}
+
 template <typename K>
 std::size_t sparsify(const typename K::T* w, std::size_t n, const typename K::T* magnitude,
                      const std::uint8_t* pruned, float threshold, int threads, std::uint8_t* packed,
@@ -40,10 +55,40 @@ std::size_t sparsify(const typename K::T* w, std::size_t n, const typename K::T*
         const float mag = magnitude ? K::value(magnitude[i]) : K::magnitude(w[i]);
         return !(mag <= threshold);
     };
+    HalfKeys keys{false, 0};
+    if constexpr (std::is_same_v<K, F16>) keys = half_threshold_key(threshold);
     // Pass 1: the mask bytes and the survivors per chunk.
     parallel_for(chunks, threads, [&](int, std::size_t c) {
         const std::size_t begin = c * kChunk, end = std::min(n, begin + kChunk);
         std::size_t count = 0;
+        if constexpr (std::is_same_v<K, F16>) {
+            if (pruned || keys.usable) {  // branch-free on the bits
+                const std::uint16_t* mag = magnitude ? magnitude : w;
+                std::size_t byte = begin / 8;
+                for (; byte * 8 + 8 <= end; ++byte) {
+                    std::uint32_t bits = 0;
+                    for (std::uint32_t b = 0; b < 8; ++b) {
+                        const std::size_t i = byte * 8 + b;
+                        const std::uint32_t survives =
+                            pruned ? std::uint32_t(pruned[i] == 0) : std::uint32_t((mag[i] & 0x7fffu) > keys.threshold);
+                        bits |= (std::uint32_t((w[i] & 0x7fffu) != 0) & survives) << b;
+                    }
+                    packed[byte] = static_cast<std::uint8_t>(bits);
+                    count += static_cast<std::size_t>(__builtin_popcount(bits));
+                }
+                if (byte * 8 < end) {
+                    std::uint8_t bits = 0;
+                    for (std::size_t b = 0; byte * 8 + b < end; ++b)
+                        if (keep(byte * 8 + b)) {
+                            bits |= static_cast<std::uint8_t>(1u << b);
+                            ++count;
+                        }
+                    packed[byte] = bits;
+                }
+                counts[c + 1] = count;
+                return;
+            }
+        }
         for (std::size_t byte = begin / 8; byte * 8 < end; ++byte) {
             std::uint8_t bits = 0;
             for (std::size_t b = 0; b < 8 && byte * 8 + b < end; ++b)
@@ -56,17 +101,30 @@ std::size_t sparsify(const typename K::T* w, std::size_t n, const typename K::T*
         counts[c + 1] = count;
     });
     for (std::size_t c = 0; c < chunks; ++c) counts[c + 1] += counts[c];
-    // Pass 2: gather the survivors into their place.
+    // Pass 2: gather the survivors into their place, a mask byte at a time: the 8 candidates
+    // are compacted into a local buffer without branches, then copied (no write can spill
+    // into the next chunk's range).
     parallel_for(chunks, threads, [&](int, std::size_t c) {
         const std::size_t begin = c * kChunk, end = std::min(n, begin + kChunk);
         typename K::T* out = nonzero + counts[c];
-        for (std::size_t i = begin; i < end; ++i)
-            if (packed[i / 8] >> (i % 8) & 1) *out++ = w[i];
+        typename K::T local[8];
+        for (std::size_t byte = begin / 8; byte * 8 < end; ++byte) {
+            const std::uint32_t bits = packed[byte];
+            if (bits == 0) continue;
+            const std::size_t base = byte * 8;
+            const std::size_t len = std::min<std::size_t>(8, end - base);
+            std::size_t j = 0;
+            for (std::size_t b = 0; b < len; ++b) {
+                local[j] = w[base + b];
+                j += (bits >> b) & 1u;
+            }
+            std::memcpy(out, local, j * sizeof(typename K::T));
+            out += j;
+        }
     });
     return counts[chunks];
 }
 
-inline float round_to_half(float x) { return f16(half_from_double(static_cast<double>(x))); }
 
 template <typename T, typename Load, typename Round, typename Store>
 void block_magnitude(const T* w, std::size_t outer, std::size_t channel, std::size_t inner, std::size_t block,
@@ -96,8 +154,10 @@ void block_magnitude(const T* w, std::size_t outer, std::size_t channel, std::si
 
 void block_magnitude_f16(const std::uint16_t* w, std::size_t outer, std::size_t channel, std::size_t inner,
                          std::size_t block, int threads, std::uint16_t* out) {
-    block_magnitude(w, outer, channel, inner, block, threads, out, f16, round_to_half,
-                    [](float x) { return half_from_double(static_cast<double>(x)); });
+    // fp16 emulation with the bit-exact helpers shared with the Metal kernels (no double)
+    block_magnitude(w, outer, channel, inner, block, threads, out,
+                    [](std::uint16_t h) { return wp::half_to_float(h); }, [](float x) { return wp::round_half(x); },
+                    [](float x) { return static_cast<std::uint16_t>(wp::half_bits(x)); });
 }
 
 void block_magnitude_f32(const float* w, std::size_t outer, std::size_t channel, std::size_t inner,
@@ -172,6 +232,22 @@ void nm_prune_mask_bits(const Bits* bits, std::size_t rows, std::size_t channel,
         for (std::size_t g = 0; g < groups; ++g) {
             const std::size_t base = g * m;
             auto key = [&](std::uint32_t t) { return base + t < channel ? Bits(row[base + t] & kMagnitude) : Bits(0); };
+            if (m <= 16) {
+                // small groups (2:4, 4:8 ...): insertion sort of (key, index), stable, so equal
+                // magnitudes keep index order and the lower index is pruned first
+                std::uint64_t sorted[16];
+                for (int t = 0; t < m; ++t) {
+                    const std::uint64_t item = (std::uint64_t(key(t)) << 32) | std::uint32_t(t);
+                    int u = t;
+                    for (; u > 0 && sorted[u - 1] > item; --u) sorted[u] = sorted[u - 1];
+                    sorted[u] = item;
+                }
+                for (int t = 0; t < n; ++t) {
+                    const std::size_t idx = base + std::uint32_t(sorted[t]);
+                    if (idx < channel) out[idx] = 1;
+                }
+                continue;
+            }
             for (int t = 0; t < m; ++t) order[t] = static_cast<std::uint32_t>(t);
             auto less = [&](std::uint32_t a, std::uint32_t b) {
                 const Bits ka = key(a), kb = key(b);

@@ -114,6 +114,6 @@ class Emitter:
             self._attr(op, "shape", V.Tensor(V.UINT32, np.array(shape, dtype=np.uint32)))
             return [op]
         op = self._op("constexpr_sparse_to_dense", f"{name}_sparsified", dtype, shape)
-        self._input(op, "mask", V.Tensor(V.UINT1, r.ios18_mask))
+        self._input(op, "mask", V.Tensor.prepacked(V.UINT1, shape, r.packed_mask))
         self._input(op, "nonzero_data", V.Tensor(dtype, r.nonzero_data))
         return [op]

@@ -42,6 +42,9 @@ def open_package(path: str) -> ModelPackage:
     if not os.path.exists(path):
         raise PackageError(f"{path}: no such file or directory")
     if not os.path.isdir(path):
+        if path.endswith(".mlmodel"):
+            raise PackageError(f"{path}: an .mlmodel file holds a neural network or a weightless spec; weight "
+                               "compression needs an ML program saved as an .mlpackage")
         raise PackageError(f"{path}: not an .mlpackage directory")
     manifest_path = os.path.join(path, "Manifest.json")
     try:

@@ -217,9 +217,6 @@ def compress_mlpackage(in_path: str, out_path: str, config, *, target: Optional[
 
 def _maybe_compress(op, cfg_all: Config, method, graph, reader, emitter, spec_version, budget, result):
     """The replacement ops for one const, or None to keep it (as coremltools would)."""
-    from ..palettize import palettize
-    from ..quantize import DTYPES, quantize
-
     name = op.outputs[0].name
     val = op.attributes.get("val")
     if val is None:
@@ -266,12 +263,24 @@ def _maybe_compress(op, cfg_all: Config, method, graph, reader, emitter, spec_ve
         raise MemoryBudgetError(f"const {name} {list(shape)} needs about {need / 2**20:.0f} MiB of working memory, "
                                 f"over the {budget / 2**20:.0f} MiB budget (--max-memory)")
     weight = V.read_value(val, reader).data.astype(np_dtype, copy=False)
-    if not np.isfinite(weight).all():
+    try:
+        return _compress_const(name, op, weight, dtype, shape, cfg, cfg_all, method, sizes, channel_axis, graph,
+                               emitter, spec_version, result)
+    except ValueError as exc:
+        if "NaN and Inf cannot be compressed" not in str(exc):
+            raise
+        # the kernels found NaN/Inf in their own pass (no separate scan of every weight)
         if method == "quantize" and not np.isnan(weight).any():
             return _skip(result, name, "contains inf/-inf, which quantization does not support")
         flat = int(np.flatnonzero(~np.isfinite(weight).reshape(-1))[0])
         raise ValueError(f"const '{name}' contains {weight.reshape(-1)[flat]} at flat index {flat}; "
-                         "weightpress refuses to compress NaN/Inf")
+                         "weightpress refuses to compress NaN/Inf") from None
+
+
+def _compress_const(name, op, weight, dtype, shape, cfg, cfg_all, method, sizes, channel_axis, graph, emitter,
+                    spec_version, result):
+    from ..palettize import palettize
+    from ..quantize import DTYPES, quantize
 
     if method == "palettize":
         if cfg["mode"] == "custom" or cfg["lut_function"] is not None:
@@ -294,9 +303,8 @@ def _maybe_compress(op, cfg_all: Config, method, graph, reader, emitter, spec_ve
                                        + (f" divisible by cluster_dim {c}" if c > 1 else ""))
         nbits = None if cfg["mode"] == "unique" else cfg["nbits"]
         try:
-            r = palettize(weight, nbits, mode=cfg["mode"], granularity="per_grouped_channel",
-                                       group_size=group, channel_axis=axis, cluster_dim=c,
-                                       enable_per_channel_scale=cfg["enable_per_channel_scale"])
+            r = palettize(weight, nbits, mode=cfg["mode"], granularity="per_grouped_channel", group_size=group,
+                          channel_axis=axis, cluster_dim=c, enable_per_channel_scale=cfg["enable_per_channel_scale"])
         except ValueError as exc:
             if "distinct values" in str(exc):
                 return _skip(result, name, str(exc))
@@ -309,8 +317,7 @@ def _maybe_compress(op, cfg_all: Config, method, graph, reader, emitter, spec_ve
             return _skip(result, name, f"block sizes {tuple(sizes)} do not divide the shape {tuple(shape)}")
         if cfg["dtype"] not in DTYPES:
             raise ConfigError(f"unsupported quantization dtype {cfg['dtype']}")
-        r = quantize(weight, cfg["dtype"], mode=cfg["mode"], granularity="per_block",
-                                 block_size=tuple(sizes))
+        r = quantize(weight, cfg["dtype"], mode=cfg["mode"], granularity="per_block", block_size=tuple(sizes))
         ops = emitter.quantize(name, dtype, shape, r)
     else:
         r = _prune(name, weight, cfg, graph, cfg_all, result)

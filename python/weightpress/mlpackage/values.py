@@ -10,6 +10,7 @@ other integers to `ints`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -38,14 +39,21 @@ SPEC_IOS18 = 9
 
 @dataclass
 class Tensor:
-    """A typed tensor value: `data` holds one element per entry (sub-byte types unpacked)."""
+    """A typed tensor value: `data` holds one element per entry (sub-byte types unpacked),
+    or, with `packed`, a zero-cost view giving the shape while `packed` holds the bytes
+    already packed LSB-first (a pruning mask is born packed)."""
 
     dtype: int  # MIL dtype code
     data: np.ndarray
+    packed: Optional[bytes] = None
 
     @property
     def shape(self):
         return tuple(self.data.shape)
+
+    @classmethod
+    def prepacked(cls, dtype, shape, packed):
+        return cls(dtype, np.broadcast_to(np.zeros((), np.uint8), tuple(shape)), bytes(packed))
 
 
 def tensor_type_of(value):
@@ -61,6 +69,8 @@ def goes_to_weight_file(tensor: Tensor, spec_version: int) -> bool:
 
 
 def _packed_bytes(tensor: Tensor) -> bytes:
+    if tensor.packed is not None:
+        return tensor.packed
     bits = TYPES[tensor.dtype][1]
     flat = tensor.data.reshape(-1)
     if tensor.dtype == INT4:
