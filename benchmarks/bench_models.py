@@ -228,7 +228,7 @@ def main():
     for name in args.models:
         src = ensure_model(name, args.scale)
         print(f"\nmodel {name}: {package_size(src) / 1e6:.1f} MB", flush=True)
-        print(f"| config | engine | time s | peak RSS MB | output MB | coremltools (best) / this |")
+        print("| config | engine | time s | peak RSS MB | output MB | coremltools (best) / this |")
         print("|---|---|---:|---:|---:|---:|")
         for config in args.configs:
             rows = []

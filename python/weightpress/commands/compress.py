@@ -14,15 +14,7 @@ import os
 import sys
 import time
 
-from ..mlpackage.package import (
-    PackageError,
-    check_weights,
-    open_package,
-    package_size,
-    publish,
-    remove,
-    temporary_sibling,
-)
+from ..mlpackage.package import PackageError, check_weights, load_spec, open_package, package_size, save_model
 from .errors import UsageError
 
 TARGETS = {"iOS16": 7, "iOS17": 8, "iOS18": 9, "iOS26": 10}
@@ -166,27 +158,36 @@ def _stream_op_config(kind, value, args):
     raise AssertionError(kind)
 
 
-def build_stream_steps(args):
-    """The methods as weightpress configs (no coremltools import)."""
-    from ..mlpackage.config import Config, ConfigError, from_yaml
-
+def _each_step(args, build):
+    """build(kind, value) for every method of the command line, in order; errors name the flag."""
     if not args.steps:
         raise UsageError("give at least one method: --palettize, --quantize, --prune, --prune-threshold, "
                          "--prune-n-m or --config")
     steps = []
     for kind, value in args.steps:
         try:
-            if kind == "config":
-                if not os.path.isfile(value):
-                    raise UsageError(f"--config {value}: no such file")
-                config = from_yaml(value)
-                config.method  # one method per file
-            else:
-                config = Config(global_config=_stream_op_config(kind, value, args))
-        except (ConfigError, ValueError, TypeError, OSError) as exc:
+            steps.append(build(kind, value))
+        except UsageError:
+            raise
+        except (ValueError, TypeError, OSError) as exc:
             raise UsageError(f"--{kind.replace('_', '-')} {value}: {exc}") from None
-        steps.append(config)
     return steps
+
+
+def build_stream_steps(args):
+    """The methods as weightpress configs (no coremltools import)."""
+    from ..mlpackage.config import Config, from_yaml
+
+    def build(kind, value):
+        if kind != "config":
+            return Config(global_config=_stream_op_config(kind, value, args))
+        if not os.path.isfile(value):
+            raise UsageError(f"--config {value}: no such file")
+        config = from_yaml(value)
+        config.method  # one method per file (ConfigError otherwise)
+        return config
+
+    return _each_step(args, build)
 
 
 def _config_file(path, cto):
@@ -217,20 +218,15 @@ def _all_op_configs(config):
 
 
 def build_steps(args, cto):
-    if not args.steps:
-        raise UsageError("give at least one method: --palettize, --quantize, --prune, --prune-threshold, "
-                         "--prune-n-m or --config")
-    steps = []
-    for kind, value in args.steps:
-        try:
-            if kind == "config":
-                steps.append(_config_file(value, cto))
-            else:
-                method, op_config = _op_config(kind, value, args, cto)
-                steps.append((method, cto.OptimizationConfig(global_config=op_config)))
-        except (ValueError, TypeError) as exc:
-            raise UsageError(f"--{kind.replace('_', '-')}: {exc}") from None
-    return steps
+    """The methods as (method, coremltools OptimizationConfig) pairs."""
+
+    def build(kind, value):
+        if kind == "config":
+            return _config_file(value, cto)
+        method, op_config = _op_config(kind, value, args, cto)
+        return method, cto.OptimizationConfig(global_config=op_config)
+
+    return _each_step(args, build)
 
 
 # ---------------------------------------------------------------- running
@@ -292,15 +288,10 @@ def _constexpr_count(spec):
 
 
 def _load_spec(package):
-    from coremltools.proto import Model_pb2
-
-    spec = Model_pb2.Model()
     try:
-        with open(package.spec_path, "rb") as f:
-            spec.ParseFromString(f.read())
-    except Exception as exc:
-        raise UsageError(f"{package.path}: cannot parse the model spec ({type(exc).__name__}: {exc})") from None
-    return spec
+        return load_spec(package)
+    except PackageError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def run(args) -> int:
@@ -469,14 +460,10 @@ def _run_in_memory(args, package, start):
         raise UsageError(f"{args.input}: no compressible weights (no const with more than {args.weight_threshold} "
                          "elements that the chosen methods apply to)")
 
-    tmp = temporary_sibling(out)
     try:
-        compressed.save(tmp)
-        publish(tmp, out, overwrite=args.force)
+        save_model(compressed, out, overwrite=args.force)
     except PackageError as exc:
         raise UsageError(str(exc)) from None
-    finally:
-        remove(tmp)
     rows = None
     if args.report or args.report_json:
         from .report import layer_report

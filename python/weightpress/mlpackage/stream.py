@@ -28,7 +28,7 @@ import numpy as np
 from . import values as V
 from .config import Config, ConfigError, OpConfig, from_coremltools
 from .emit import Emitter
-from .package import PackageError, check_weights, open_package, publish, remove, temporary_sibling
+from .package import PackageError, check_weights, load_spec, open_package, publish, remove, temporary_sibling
 from .select import Graph, block_sizes, const_config, io_axes, structural_prune_applies
 from .weight_file import WeightFileReader, WeightFileWriter
 
@@ -122,14 +122,9 @@ def compress_mlpackage(in_path: str, out_path: str, config, *, target: Optional[
         raise StreamingUnsupported("joint compression (more than one method) runs on the in-memory path")
     cfg = steps[0]
     method = cfg.method
-    Model_pb2, MIL_pb2 = modules()
+    _, MIL_pb2 = modules()
     package = open_package(in_path)
-    spec = Model_pb2.Model()
-    try:
-        with open(package.spec_path, "rb") as f:
-            spec.ParseFromString(f.read())
-    except Exception as exc:
-        raise PackageError(f"{in_path}: cannot parse the model spec ({type(exc).__name__}: {exc})") from None
+    spec = load_spec(package)
     if spec.WhichOneof("Type") != "mlProgram":
         raise PackageError(f"{in_path} is a {spec.WhichOneof('Type')} model; weight compression needs an ML program")
     functions = spec.mlProgram.functions
