@@ -24,6 +24,15 @@ from weightpress.mlpackage.weight_file import WeightFileError
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def child_env():
+    """Environment for a child Python that imports the same weightpress as this process (the
+    installed package in CI, the source tree with an in-place build in development)."""
+    import weightpress
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(weightpress.__file__)))
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([here] + sys.path))
+
+
 @pytest.fixture(scope="module")
 def cto(ct):
     import coremltools.optimize.coreml as cto
@@ -191,9 +200,7 @@ def test_never_imports_coremltools_or_torch(sources, tmp_path):
         "assert 'coremltools' not in sys.modules and 'torch' not in sys.modules, "
         "[m for m in sys.modules if m.startswith(('torch', 'coremltools'))][:5]\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "python")] +
-                                                                         sys.path)))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=child_env())
     assert r.returncode == 0, r.stderr
 
 
@@ -327,7 +334,7 @@ def test_one_gigabyte_model_in_a_256_mib_budget(tmp_path):
     src = str(tmp_path / "big.mlpackage")
     params = big_model(src, 1 << 30)
     assert 2 * params > 1_000_000_000
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "python")] + sys.path))
+    env = child_env()
     baseline = _peak_rss_mib("import weightpress.mlpackage.stream as s, weightpress.mlpackage.proto as p; p.modules()",
                              env)
     out = str(tmp_path / "out.mlpackage")
