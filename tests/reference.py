@@ -42,6 +42,29 @@ def kmeans1d_bruteforce(x, w, k) -> float:
     return best
 
 
+def kmeans1d_dp_ref(x, w, k) -> float:
+    """Optimal weighted SSE of sorted distinct x in k clusters by the textbook O(k n^2) DP
+    (centred sums per interval, no prefix-sum tricks): slow, independent of the C++ arithmetic."""
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    n = len(x)
+    cost = np.zeros((n, n))
+    for j in range(n):
+        ws, xs = w[j:], x[j:]
+        cw, cx = np.cumsum(ws), np.cumsum(ws * xs)
+        mu = cx / cw
+        for i in range(j, n):
+            seg = slice(j, i + 1)
+            cost[j, i] = float(np.dot(w[seg], (x[seg] - mu[i - j]) ** 2))
+    best = cost[0].copy()  # one cluster over [0, i]
+    for c in range(1, min(k, n)):
+        new = np.full(n, np.inf)
+        for i in range(c, n):
+            new[i] = min(best[j - 1] + cost[j, i] for j in range(c, i + 1))
+        best = new
+    return float(best[n - 1])
+
+
 def labels_objective(values, weights, labels) -> float:
     """Weighted SSE of a labelling against the float64 (weighted) mean of each cluster."""
     values = np.asarray(values, dtype=np.float64).reshape(-1)

@@ -1,30 +1,16 @@
 #include "weightpress/kmeans1d.h"
-#include "weightpress/parallel.h"
 
 #include <algorithm>
-#include <thread>
 #include <cmath>
+#include <future>
 #include <limits>
 
+#include "kmeans1d_detail.h"
+#include "weightpress/parallel.h"
+
 namespace weightpress {
+namespace detail {
 namespace {
-
-struct PrefixCost {
-    const double* cw;
-    const double* cs;
-    const double* cs2;
-
-    // Cost of one cluster over sorted indices [j, i] (inclusive), j <= i.
-    inline double operator()(std::size_t j, std::size_t i) const {
-        const double weight = cw[i + 1] - cw[j];
-        const double sum = cs[i + 1] - cs[j];
-        const double mu = sum / weight;
-        double r = cs2[i + 1] - cs2[j];
-        r += weight * (mu * mu);
-        r -= (2 * mu) * sum;
-        return r;
-    }
-};
 
 // prev[j-1] + cost(j, i) for m consecutive candidates j. IEEE division, addition and
 // multiplication are exact-rounded at any vector width and contraction is off, so the
@@ -81,14 +67,22 @@ class Layer {
         const std::size_t b = std::min(opt_hi, mid);
         if (a > b) a = b;
         const std::size_t best = argmin(mid, a, b);
-        std::thread left;
+        // std::async rather than a raw std::thread: an exception on the other thread (an
+        // allocation failure, say) reaches the caller through the future instead of
+        // terminating the process.
+        std::future<void> left;
         if (mid > lo)
-            left = std::thread([&, mid, best] {
+            left = std::async(std::launch::async, [&, mid, best] {
                 Layer other(cost_, prev_, cur_, split_, lower_, min_split_, other_buf);
                 other.solve(lo, mid - 1, opt_lo, best);
             });
-        if (mid < hi) solve(mid + 1, hi, best, opt_hi);
-        if (left.joinable()) left.join();
+        try {
+            if (mid < hi) solve(mid + 1, hi, best, opt_hi);
+        } catch (...) {
+            if (left.valid()) left.wait();
+            throw;
+        }
+        if (left.valid()) left.get();
     }
 
     // Rows [lo, hi] from the last down: each row's argmin is bounded above by the next
@@ -152,21 +146,18 @@ class Layer {
 
 }  // namespace
 
-void kmeans1d_optimal(const double* x, const double* w, std::size_t n, std::size_t k,
-                      std::uint32_t* starts, double* centroids, KMeans1DScratch& s,
-                      double* sse_by_k, int threads) {
-    s.cw.resize(n + 1);
-    s.cs.resize(n + 1);
-    s.cs2.resize(n + 1);
-    s.cw[0] = s.cs[0] = s.cs2[0] = 0.0;
+void prefix_sums(const double* x, const double* w, std::size_t n, double* cw, double* cs, double* cs2) {
+    cw[0] = cs[0] = cs2[0] = 0.0;
     for (std::size_t i = 0; i < n; ++i) {
         const double wx = w[i] * x[i];
-        s.cw[i + 1] = w[i] + s.cw[i];
-        s.cs[i + 1] = wx + s.cs[i];
-        s.cs2[i + 1] = wx * x[i] + s.cs2[i];
+        cw[i + 1] = w[i] + cw[i];
+        cs[i + 1] = wx + cs[i];
+        cs2[i + 1] = wx * x[i] + cs2[i];
     }
-    const PrefixCost cost{s.cw.data(), s.cs.data(), s.cs2.data()};
+}
 
+void full_dp(const PrefixCost& cost, std::size_t n, std::size_t k, std::uint32_t* starts, KMeans1DScratch& s,
+             double* sse_by_k, int threads) {
     s.prev.resize(n);
     s.cur.resize(n);
     s.split.resize(k * n);
@@ -197,17 +188,54 @@ void kmeans1d_optimal(const double* x, const double* w, std::size_t n, std::size
         std::swap(s.prev, s.cur);
     }
 
-    // Backtrack from the last cluster, then compute centroids as kmeans1d does.
+    // Backtrack from the last cluster.
     starts[k] = static_cast<std::uint32_t>(n);
     std::size_t end = n;
     for (std::size_t c = k; c-- > 0;) {
         const std::size_t begin = c == 0 ? 0 : s.split[c * n + end - 1];
         starts[c] = static_cast<std::uint32_t>(begin);
+        end = begin;
+    }
+}
+
+}  // namespace detail
+
+// The windowed DP needs enough points per cluster for its passes to beat the layers of the
+// full DP, and k >= 3 (k <= 2 is one or two cheap layers).
+constexpr std::size_t kWindowedMinPointsPerCluster = 8;
+
+void kmeans1d_optimal(const double* x, const double* w, std::size_t n, std::size_t k,
+                      std::uint32_t* starts, double* centroids, KMeans1DScratch& s,
+                      double* sse_by_k, int threads, KMeans1DMethod method, KMeans1DStats* stats) {
+    KMeans1DStats local;
+    KMeans1DStats& st = stats ? *stats : local;
+    st = KMeans1DStats{};
+    s.cw.resize(n + 1);
+    s.cs.resize(n + 1);
+    s.cs2.resize(n + 1);
+    detail::prefix_sums(x, w, n, s.cw.data(), s.cs.data(), s.cs2.data());
+    const detail::PrefixCost cost{s.cw.data(), s.cs.data(), s.cs2.data()};
+
+    bool done = false;
+    if (method == KMeans1DMethod::kFull) {
+        st.fallback = "full DP requested";
+    } else if (sse_by_k) {
+        st.fallback = "the SSE of every cluster count needs every layer";
+    } else if (k < 3 || n < kWindowedMinPointsPerCluster * k) {
+        st.fallback = "small problem";
+    } else {
+        done = detail::windowed_dp(cost, n, k, starts, s, st);
+    }
+    if (!done) detail::full_dp(cost, n, k, starts, s, sse_by_k, threads);
+    st.windowed = done;
+
+    // Centroids as kmeans1d computes them.
+    for (std::size_t c = 0; c < k; ++c) {
+        const std::size_t begin = starts[c], end = starts[c + 1];
         double centroid = 0.0;
         for (std::size_t i = begin; i < end; ++i)
             centroid += ((x[i] - centroid) * (s.cw[i + 1] - s.cw[i])) / (s.cw[i + 1] - s.cw[begin]);
         centroids[c] = centroid;
-        end = begin;
     }
 }
 

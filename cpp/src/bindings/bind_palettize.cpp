@@ -2,6 +2,7 @@
 #include <pybind11/stl.h>
 
 #include <optional>
+#include <string>
 
 #include "bindings.h"
 #include "weightpress/half.h"
@@ -85,6 +86,38 @@ py::tuple kmeans1d_sorted(F64 x, F64 w, std::size_t k, int threads) {
     return py::make_tuple(starts, centroids);
 }
 
+// The same with the solver chosen and what it did: for tests and benchmarks.
+py::tuple kmeans1d_solve(F64 x, F64 w, std::size_t k, const std::string& method) {
+    const std::size_t n = static_cast<std::size_t>(x.size());
+    if (static_cast<std::size_t>(w.size()) != n) throw py::value_error("kmeans1d: x and w differ in length");
+    if (k < 1 || k > n) throw py::value_error("kmeans1d: k must be in [1, n]");
+    KMeans1DMethod m = KMeans1DMethod::kAuto;
+    if (method == "full")
+        m = KMeans1DMethod::kFull;
+    else if (method == "windowed")
+        m = KMeans1DMethod::kWindowed;
+    else if (method != "auto")
+        throw py::value_error("kmeans1d: method must be auto, full or windowed, got " + method);
+    py::array_t<std::uint32_t> starts(k + 1);
+    py::array_t<double> centroids(k);
+    const double* xp = x.data();
+    const double* wp = w.data();
+    std::uint32_t* sp = starts.mutable_data();
+    double* cp = centroids.mutable_data();
+    KMeans1DStats stats;
+    run_cancellable([&] {
+        KMeans1DScratch scratch;
+        kmeans1d_optimal(xp, wp, n, k, sp, cp, scratch, nullptr, 1, m, &stats);
+    });
+    py::dict info;
+    info["windowed"] = stats.windowed;
+    info["probes"] = stats.probes;
+    info["coarse_probes"] = stats.coarse_probes;
+    info["survivors"] = stats.survivors;
+    info["fallback"] = std::string(stats.fallback);
+    return py::make_tuple(starts, centroids, info);
+}
+
 py::array_t<double> kmeans1d_running_means_py(F64 x, F64 w, py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast> starts) {
     const std::size_t n = static_cast<std::size_t>(x.size());
     const std::size_t k = static_cast<std::size_t>(starts.size()) - 1;
@@ -104,6 +137,8 @@ void register_palettize(py::module_& m) {
           "sse [G], clusters [G])");
     m.def("kmeans1d_sorted", &kmeans1d_sorted, py::arg("x"), py::arg("w"), py::arg("k"), py::arg("threads") = 1,
           "Exact weighted 1-D k-means of strictly increasing x -> (starts u32 [k+1], centroids f64 [k])");
+    m.def("kmeans1d_solve", &kmeans1d_solve, py::arg("x"), py::arg("w"), py::arg("k"), py::arg("method") = "auto",
+          "kmeans1d_sorted with the solver chosen (auto, full, windowed) -> (starts, centroids, stats dict)");
     m.def("kmeans1d_running_means", &kmeans1d_running_means_py, py::arg("x"), py::arg("w"), py::arg("starts"),
           "kmeans1d's incremental centroids of sorted raw points for a partition given by starts [k+1]");
     m.def("sse_curve", &sse_curve, py::arg("data"), py::arg("importance"), py::arg("max_clusters"),
