@@ -30,6 +30,8 @@ namespace {
 
 constexpr int kMaxProbes = 16;
 constexpr std::size_t kCoarsePointsPerCluster = 16;
+constexpr std::size_t kFineStride = 8;
+constexpr std::size_t kFineStrideMinPoints = 8192;  // below, the second copy costs more than it saves
 
 // One penalised pass over "steps" s = 0..n-1. Forward, step s is row s and the candidate that
 // starts a cluster at s; V[t] is F(t), the best penalised cost of [0, t). Backward, step s is
@@ -61,21 +63,23 @@ void penalised_pass(const PrefixCost& cost, std::size_t n, double lambda, double
     // each cluster and A = V - (cs2 at the candidate's edge, signed by direction), value(c) <=
     // value(b) is A_c - S_c^2/W_c <= A_b - S_b^2/W_b; times W_c W_b > 0 it needs no division.
     struct Crossing {
-        double d;  // A_c - A_b
-        std::size_t ec, eb;
+        double d;         // A_c - A_b
+        double wc, sc;    // prefix weight and sum at c's fixed edge
+        double wb, sb;    // the same for b
     };
     auto crossing = [&](std::size_t c, std::size_t b) {
         const std::size_t ec = cand_edge(c), eb = cand_edge(b);
         const double ac = Forward ? V[c] - cost.cs2[ec] : V[c] + cost.cs2[ec];
         const double ab = Forward ? V[b] - cost.cs2[eb] : V[b] + cost.cs2[eb];
-        return Crossing{ac - ab, ec, eb};
+        return Crossing{ac - ab, cost.cw[ec], cost.cs[ec], cost.cw[eb], cost.cs[eb]};
     };
     auto overtakes = [&](const Crossing& x, std::size_t t) {
         const std::size_t et = row_edge(t);
-        const double wc = Forward ? cost.cw[et] - cost.cw[x.ec] : cost.cw[x.ec] - cost.cw[et];
-        const double wb = Forward ? cost.cw[et] - cost.cw[x.eb] : cost.cw[x.eb] - cost.cw[et];
-        const double sc = Forward ? cost.cs[et] - cost.cs[x.ec] : cost.cs[x.ec] - cost.cs[et];
-        const double sb = Forward ? cost.cs[et] - cost.cs[x.eb] : cost.cs[x.eb] - cost.cs[et];
+        const double w = cost.cw[et], sum = cost.cs[et];
+        const double wc = Forward ? w - x.wc : x.wc - w;
+        const double wb = Forward ? w - x.wb : x.wb - w;
+        const double sc = Forward ? sum - x.sc : x.sc - sum;
+        const double sb = Forward ? sum - x.sb : x.sb - sum;
         return x.d * (wc * wb) <= (sc * sc) * wb - (sb * sb) * wc;
     };
     V[0] = 0.0;
@@ -88,27 +92,39 @@ void penalised_pass(const PrefixCost& cost, std::size_t n, double lambda, double
         } else {
             const Crossing x = crossing(c, cand(tail - 1));
             const std::size_t lo = std::max(first(tail - 1), i);
-            if (overtakes(x, lo)) {
+            // (a back that owns rows from i on was just compared at its first row by the pops)
+            if (first(tail - 1) < i && overtakes(x, lo)) {
                 push(c, lo);
             } else {
-                // first row step in (lo, n-1] where c overtakes the back: gallop (crossovers
-                // are usually a few rows away), then bisect; none: c never wins
-                std::size_t a = lo + 1, z = n, step = 1;
-                while (a < n) {
-                    const std::size_t t = std::min(lo + step, n - 1);
-                    if (overtakes(x, t)) {
-                        z = t;
-                        break;
-                    }
-                    a = t + 1;
-                    step *= 2;
+                // first row step in (lo, n-1] where c overtakes the back. Crossovers are
+                // usually 1-4 rows away: test those four at once (independent comparisons, one
+                // branch), then gallop and bisect; none: c never wins.
+                std::size_t z = n;
+                unsigned hits = 0;
+                for (unsigned d = 0; d < 4; ++d) {
+                    const std::size_t t = std::min(lo + 1 + d, n - 1);
+                    hits |= static_cast<unsigned>(lo + 1 + d < n && overtakes(x, t)) << d;
                 }
-                while (a < z) {
-                    const std::size_t t = a + (z - a) / 2;
-                    if (overtakes(x, t))
-                        z = t;
-                    else
+                if (hits) {
+                    z = lo + 1 + static_cast<std::size_t>(__builtin_ctz(hits));
+                } else if (lo + 5 < n) {
+                    std::size_t a = lo + 5, step = 1;
+                    while (a < n) {
+                        const std::size_t t = std::min(lo + 4 + step, n - 1);
+                        if (overtakes(x, t)) {
+                            z = t;
+                            break;
+                        }
                         a = t + 1;
+                        step *= 2;
+                    }
+                    while (a < z) {
+                        const std::size_t t = a + (z - a) / 2;
+                        if (overtakes(x, t))
+                            z = t;
+                        else
+                            a = t + 1;
+                    }
                 }
                 if (z < n) push(c, z);
             }
@@ -263,11 +279,14 @@ bool windowed_dp(const PrefixCost& cost, std::size_t n, std::size_t k,
         stats.fallback = "no spread to penalise";
         return false;
     }
-    // Warm start on a coarse copy (boundaries only every `stride` points, interval costs from
-    // the same prefix sums), when there are enough points per cluster for its curve to have
-    // the fine curve's slopes: its passes cost 1/stride of a fine one.
-    const std::size_t stride = n / (kCoarsePointsPerCluster * k);
-    if (stride >= 4) {
+    // Warm start on coarse copies (boundaries only every `stride` points, interval costs from
+    // the same prefix sums): a pass over one costs 1/stride of a fine pass. Restricting the
+    // boundaries raises every cluster count's cost by the boundaries' misplacement, which
+    // flattens the curve: the coarsest copy's penalty is low, so a second, finer copy
+    // (stride kFineStride) corrects it before the fine passes.
+    for (std::size_t stride : {n / (kCoarsePointsPerCluster * k), kFineStride}) {
+        if (stride < kFineStride || n / stride < kCoarsePointsPerCluster * k / 2) continue;
+        if (stride == kFineStride && n < kFineStrideMinPoints) continue;
         const std::size_t m = (n + stride - 1) / stride;
         ws.pcw.resize(m + 1);
         ws.pcs.resize(m + 1);
@@ -279,11 +298,9 @@ bool windowed_dp(const PrefixCost& cost, std::size_t n, std::size_t k,
             ws.pcs2[q] = s.cs2[e];
         }
         double coarse = lambda;
-        int coarse_probes = 0;
-        if (search_penalty(PrefixCost{ws.pcw.data(), ws.pcs.data(), ws.pcs2.data()}, m, k, coarse, ws, coarse_probes,
-                           kMaxProbes))
+        if (search_penalty(PrefixCost{ws.pcw.data(), ws.pcs.data(), ws.pcs2.data()}, m, k, coarse, ws,
+                           stats.coarse_probes, kMaxProbes))
             lambda = coarse;
-        stats.coarse_probes = coarse_probes;
     }
     if (!search_penalty(cost, n, k, lambda, ws, stats.probes, kMaxProbes)) {
         stats.fallback = "no penalty found within the probe limit";

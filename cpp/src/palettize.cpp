@@ -37,7 +37,8 @@ struct Scratch {
     std::vector<std::uint32_t> counts;   // fp16 histogram
     std::vector<double> importance;      // fp16 importance histogram
     std::vector<std::uint8_t> code;      // fp16 pattern -> cluster id
-    std::vector<std::uint64_t> keys;     // fp32 sort keys
+    std::vector<std::uint64_t> keys;     // fp32 sort keys with element index (weighted)
+    std::vector<std::uint32_t> keys32, keys32_tmp;  // fp32 sort keys (unweighted), radix buffers
     Distinct distinct;
     std::vector<double> xs, ws;          // values that take part in the clustering
     std::vector<std::uint8_t> cluster_of;  // per distinct value
@@ -182,26 +183,78 @@ float key_value(std::uint32_t key) {
     return v;
 }
 
+// LSD radix sort of 32-bit keys in three passes of 11 bits (into tmp and back: the sorted keys
+// end in tmp's storage, swapped into keys).
+void radix_sort_keys(std::vector<std::uint32_t>& keys, std::vector<std::uint32_t>& tmp) {
+    const std::size_t n = keys.size();
+    tmp.resize(n);
+    constexpr int kBits = 11, kBuckets = 1 << kBits;
+    std::vector<std::size_t> offset(kBuckets);
+    for (int pass = 0; pass < 3; ++pass) {
+        const int shift = pass * kBits;
+        std::fill(offset.begin(), offset.end(), 0);
+        for (std::size_t e = 0; e < n; ++e) ++offset[(keys[e] >> shift) & (kBuckets - 1)];
+        std::size_t sum = 0;
+        for (auto& o : offset) {
+            const std::size_t c = o;
+            o = sum;
+            sum += c;
+        }
+        for (std::size_t e = 0; e < n; ++e) tmp[offset[(keys[e] >> shift) & (kBuckets - 1)]++] = keys[e];
+        keys.swap(tmp);
+    }
+}
+
 void distinct_f32(const float* values, const double* importance, std::size_t n, Scratch& s) {
     s.distinct.clear();
+    if (!importance) {
+        // unweighted: sort the bare keys (half the memory of key+index, and a radix sort)
+        s.keys32.resize(n);
+        for (std::size_t e = 0; e < n; ++e) {
+            if (!std::isfinite(values[e])) throw_nonfinite();
+            s.keys32[e] = sortable_key(values[e]);
+        }
+        radix_sort_keys(s.keys32, s.keys32_tmp);
+        std::size_t runs = 0;
+        for (std::size_t e = 0; e < n; ++e) runs += e == 0 || s.keys32[e] != s.keys32[e - 1];
+        s.distinct.clear(runs);
+        for (std::size_t e = 0; e < n;) {
+            const std::uint32_t key = s.keys32[e];
+            std::size_t end = e + 1;
+            while (end < n && s.keys32[end] == key) ++end;
+            const double count = static_cast<double>(end - e);
+            s.distinct.x.push_back(key_value(key));
+            s.distinct.count.push_back(count);
+            s.distinct.weight.push_back(count);
+            e = end;
+        }
+        if (n > kChunk) {  // large groups: give the memory back
+            std::vector<std::uint32_t>().swap(s.keys32);
+            std::vector<std::uint32_t>().swap(s.keys32_tmp);
+        }
+        return;
+    }
     s.keys.resize(n);
     for (std::size_t e = 0; e < n; ++e) {
         if (!std::isfinite(values[e])) throw_nonfinite();
         // High half: the value's key; low half: the element index, so that importance is
         // accumulated in element order within each value.
-        s.keys[e] = (static_cast<std::uint64_t>(sortable_key(values[e])) << 32) | (importance ? e : 0);
+        s.keys[e] = (static_cast<std::uint64_t>(sortable_key(values[e])) << 32) | e;
     }
     std::sort(s.keys.begin(), s.keys.end());
+    std::size_t runs = 0;
+    for (std::size_t e = 0; e < n; ++e) runs += e == 0 || (s.keys[e] >> 32) != (s.keys[e - 1] >> 32);
+    s.distinct.clear(runs);
     for (std::size_t e = 0; e < n;) {
         const std::uint32_t key = static_cast<std::uint32_t>(s.keys[e] >> 32);
         double count = 0, weight = 0;
         for (; e < n && static_cast<std::uint32_t>(s.keys[e] >> 32) == key; ++e) {
             count += 1;
-            if (importance) weight += importance[s.keys[e] & 0xffffffffu];
+            weight += importance[s.keys[e] & 0xffffffffu];
         }
         s.distinct.x.push_back(key_value(key));
         s.distinct.count.push_back(count);
-        s.distinct.weight.push_back(importance ? weight : count);
+        s.distinct.weight.push_back(weight);
     }
     if (n > kChunk) std::vector<std::uint64_t>().swap(s.keys);  // large groups: give the memory back
 }
