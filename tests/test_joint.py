@@ -1,10 +1,12 @@
-"""Joint compression (python/weightpress/joint.py): every chain coremltools 9.0 supports.
+"""Joint compression (python/weightpress/results.py): every chain coremltools 9.0 supports.
 
 Each result is checked twice: its parts, built into coremltools' own constexpr ops and
 decompressed by coremltools, give exactly decompress(); and where coremltools is
 deterministic, the dense weight coremltools' own joint compression of the same model
 reconstructs equals ours byte for byte.
 """
+
+import re
 
 import numpy as np
 import pytest
@@ -264,7 +266,7 @@ def test_surviving_only_lowers_error_on_real_weights(minilm_weights):
     (lambda: wp.palettize(W, 2).quantize_lut("int8").prune(target_sparsity=0.5), "palettize -> quantize -> prune"),
 ])
 def test_unsupported_chains_name_themselves(make, chain):
-    with pytest.raises(NotImplementedError, match=chain.replace(">", ">")):
+    with pytest.raises(NotImplementedError, match=re.escape(chain) + ":"):
         make()
 
 
@@ -279,3 +281,36 @@ def test_chain_option_errors():
         wp.prune(W, target_sparsity=0.5).palettize(4).quantize_lut("int8").quantize_lut("int8")
     with pytest.raises(ValueError, match="prune: target_sparsity"):
         wp.quantize(W, "int8").prune(target_sparsity=1.5)
+
+
+# ---------------------------------------------------------------- sizes
+
+
+def packed(count, bits):
+    return (count * bits + 7) // 8
+
+
+def test_nbytes_counts_every_stored_part():
+    """nbytes is the sum of what the ops store, each part packed to whole bytes: counted here
+    from the arrays the ops take, independently of stored_parts()."""
+    r = wp.palettize(W, 4, granularity="per_grouped_channel", group_size=16)
+    assert r.nbytes == packed(r.indices.size, 4) + r.lut.size * 2
+    pcs = wp.palettize(W, 4, enable_per_channel_scale=True)  # iOS18 repeats the LUT per input position
+    assert pcs.nbytes == packed(W.size, 4) + pcs.ios18("iOS18").lut.size * 2 + pcs.per_channel_scale.size * 2
+    assert pcs.nbytes_for("iOS26") == packed(W.size, 4) + pcs.lut.size * 2 + pcs.per_channel_scale.size * 2
+    q = wp.quantize(W, "uint4", mode="linear", granularity="per_block", block_size=32)
+    assert q.nbytes == packed(W.size, 4) + q.scale.size * 2 + packed(q.offset.size, 4)
+    p = wp.prune(W, target_sparsity=0.5)
+    assert p.nbytes == packed(W.size, 1) + p.nonzero_data.size * 2
+    ql = wp.palettize(W, 4).quantize_lut("uint8", mode="linear")  # the LUT's scale and offset count too
+    assert ql.nbytes == packed(W.size, 4) + 16 + ql.lut_quant.scale.size * 2 + ql.lut_quant.offset.size
+    sp = wp.prune(W, target_sparsity=0.5).palettize(4).quantize_lut("int8")
+    assert sp.nbytes == (packed(W.size, 1) + packed(sp.indices_nonzero_data.size, 4) + 16
+                         + sp.lut_quant.scale.size * 2)
+    sq = wp.prune(W, target_sparsity=0.5).quantize("int4", granularity="per_block", block_size=32)
+    assert sq.nbytes == packed(W.size, 1) + packed(sq.nonzero_data.size, 4) + sq.scale.size * 2
+    pq = wp.quantize(W, "int8", granularity="per_block", block_size=64).palettize(2)
+    # iOS18: the 4-entry integer LUT is repeated per scale block, as coremltools writes it
+    blocks = pq.scale.size
+    assert pq.nbytes == packed(W.size, 2) + blocks * 4 + blocks * 2
+    assert pq.nbytes_for("iOS26") == packed(W.size, 2) + 4 + blocks * 2

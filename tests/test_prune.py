@@ -5,7 +5,8 @@ import pytest
 
 from coreml_oracle import constexpr_value
 from reference import block_magnitude_ref
-from weightpress.prune import _block_magnitude, prune
+from weightpress import prune
+from weightpress.prune import _block_magnitude
 
 
 def P():

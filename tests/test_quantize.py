@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from coreml_oracle import constexpr_value
-from weightpress.quantize import quantize
+from weightpress import quantize
 
 
 def ct_qparams(w, dtype, mode, block_sizes):

@@ -1,4 +1,5 @@
-"""Streaming compression of .mlpackage files (python/weightpress/mlpackage/stream.py).
+"""Streaming compression of .mlpackage files (python/weightpress/mlpackage/stream.py, through
+the job entry weightpress.job.compress_model with engine="streaming").
 
 The streamed output must be what the in-memory path (coremltools' machinery with weightpress
 kernels, itself equal to coremltools on its deterministic paths) writes: the same program op
@@ -16,12 +17,15 @@ import pytest
 
 import weightpress.coreml as wpc
 from coreml_oracle import decompressed_weights, linear_model, mixed_model, program_signature
-from weightpress.mlpackage.config import Config, ConfigError, op_config
-from weightpress.mlpackage.package import PackageError
-from weightpress.mlpackage.stream import MemoryBudgetError, StreamingUnsupported, compress_mlpackage
-from weightpress.mlpackage.weight_file import WeightFileError
+from weightpress.config import MagnitudePruneConfig, PalettizeConfig, QuantizeConfig
+from weightpress.errors import ConfigError, MemoryBudgetError, PackageError, WeightFileError
+from weightpress.job import compress_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def stream(src, out, config, **options):
+    return compress_model(str(src), str(out), config, engine="streaming", **options)
 
 
 def child_env():
@@ -100,7 +104,7 @@ def _op_config(cto, method, options):
 def test_streamed_equals_in_memory(ct, cto, sources, tmp_path, target, method, options):
     config = cto.OptimizationConfig(global_config=_op_config(cto, method, options))
     out = tmp_path / "out.mlpackage"
-    result = compress_mlpackage(sources[target], str(out), config, report=True)
+    result = stream(sources[target], str(out), config, report=True)
     assert result.compressed and len(result.rows) == len(result.compressed)
     assert_same_as_in_memory(ct, sources[target], out, method, config)
 
@@ -112,7 +116,7 @@ def test_op_type_and_name_configs(ct, cto, sources, tmp_path):
                          "matmul": None},
         op_name_configs={"matmul_x": cto.OpPalettizerConfig(mode="uniform", nbits=3, weight_threshold=1000)})
     out = tmp_path / "out.mlpackage"
-    compress_mlpackage(sources["iOS18"], str(out), config)
+    stream(sources["iOS18"], str(out), config)
     assert_same_as_in_memory(ct, sources["iOS18"], out, "palettize_weights", config)
 
 
@@ -125,7 +129,7 @@ def test_minilm_streamed_equals_in_memory(ct, cto, minilm_package, tmp_path):
                 cto.OpLinearQuantizerConfig(dtype="int4", granularity="per_block", block_size=32)):
         config = cto.OptimizationConfig(global_config=cfg)
         out = tmp_path / f"{type(cfg).__name__}.mlpackage"
-        result = compress_mlpackage(minilm_package, str(out), config)
+        result = stream(minilm_package, str(out), config)
         assert len(result.compressed) >= 36
         method = "palettize_weights" if "Palett" in type(cfg).__name__ else "linear_quantize_weights"
         assert_same_compression_as_in_memory(ct, minilm_package, out, method, config, result)
@@ -164,14 +168,14 @@ def test_ios15_is_raised_and_target_raises(ct, cto, tmp_path):
     linear_model(w, ct.target.iOS15).save(src)
     config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(dtype="int8"))
     out = tmp_path / "o.mlpackage"
-    result = compress_mlpackage(src, str(out), config)
+    result = stream(src, str(out), config)
     # coremltools' round trip at iOS16 also reorders and re-casts unrelated ops; the
     # streamed program keeps them as they were
     assert_same_compression_as_in_memory(ct, src, out, "linear_quantize_weights", config, result)
     assert ct.models.MLModel(str(out), skip_model_load=True).get_spec().specificationVersion == 7
     raised = tmp_path / "raised.mlpackage"
-    compress_mlpackage(src, str(raised), Config(op_config("quantize", dtype="int4", granularity="per_block")),
-                       target=9)
+    stream(src, str(raised), QuantizeConfig(dtype="int4", granularity="per_block"),
+                       target="iOS18")
     got = ct.models.MLModel(str(raised), skip_model_load=True)
     assert got.get_spec().specificationVersion == 9
     dense = decompressed_weights(got)["lin"]
@@ -185,7 +189,7 @@ def test_package_items_pass_through(sources, tmp_path):
     extra.parent.mkdir(parents=True)
     extra.write_text("keep me")
     out = tmp_path / "out.mlpackage"
-    compress_mlpackage(str(src), str(out), Config(op_config("palettize", nbits=2)))
+    stream(str(src), str(out), PalettizeConfig(nbits=2))
     assert (out / "Data" / "com.example" / "notes.txt").read_text() == "keep me"
     assert (out / "Manifest.json").read_text() == (src / "Manifest.json").read_text()
 
@@ -193,10 +197,9 @@ def test_package_items_pass_through(sources, tmp_path):
 def test_never_imports_coremltools_or_torch(sources, tmp_path):
     code = (
         "import sys\n"
-        "from weightpress.mlpackage.stream import compress_mlpackage\n"
-        "from weightpress.mlpackage.config import Config, ConfigError, op_config\n"
-        f"compress_mlpackage({sources['iOS18']!r}, {str(tmp_path / 'o.mlpackage')!r}, "
-        "Config(op_config('palettize', nbits=4)))\n"
+        "from weightpress.job import compress_model\n"
+        "from weightpress.config import PalettizeConfig\n"
+        f"compress_model({sources['iOS18']!r}, {str(tmp_path / 'o.mlpackage')!r}, PalettizeConfig(nbits=4))\n"
         "assert 'coremltools' not in sys.modules and 'torch' not in sys.modules, "
         "[m for m in sys.modules if m.startswith(('torch', 'coremltools'))][:5]\n"
     )
@@ -233,7 +236,7 @@ def test_corrupt_weight_file_is_refused_without_output(sources, tmp_path, damage
     weights.write_bytes(bytes(data))
     out = tmp_path / "out.mlpackage"
     with pytest.raises((PackageError, WeightFileError), match=message):
-        compress_mlpackage(str(src), str(out), Config(op_config("palettize", nbits=4)))
+        stream(str(src), str(out), PalettizeConfig(nbits=4))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src.mlpackage"]
 
 
@@ -253,7 +256,7 @@ def test_spec_pointing_outside_the_weight_file(sources, tmp_path):
             break
     open(package.spec_path, "wb").write(spec.SerializeToString())
     with pytest.raises(PackageError, match="beyond the end of the file"):
-        compress_mlpackage(str(src), str(tmp_path / "out.mlpackage"), Config(op_config("palettize", nbits=4)))
+        stream(str(src), str(tmp_path / "out.mlpackage"), PalettizeConfig(nbits=4))
     assert not (tmp_path / "out.mlpackage").exists()
 
 
@@ -269,16 +272,16 @@ def test_unsupported_spec_version_and_not_a_program(sources, tmp_path):
     spec.specificationVersion = 99
     open(package.spec_path, "wb").write(spec.SerializeToString())
     with pytest.raises(PackageError, match="unsupported specification version 99"):
-        compress_mlpackage(str(src), str(tmp_path / "out.mlpackage"), Config(op_config("palettize", nbits=4)))
+        stream(str(src), str(tmp_path / "out.mlpackage"), PalettizeConfig(nbits=4))
     open(package.spec_path, "wb").write(b"\x08\x07garbage\xff\xff")
     with pytest.raises(PackageError, match="cannot parse the model spec"):
-        compress_mlpackage(str(src), str(tmp_path / "out.mlpackage"), Config(op_config("palettize", nbits=4)))
+        stream(str(src), str(tmp_path / "out.mlpackage"), PalettizeConfig(nbits=4))
 
 
 def test_joint_and_multifunction_are_not_streamed(ct, sources, tmp_path):
-    steps = [Config(op_config("prune_magnitude", target_sparsity=0.5)), Config(op_config("palettize", nbits=4))]
-    with pytest.raises(StreamingUnsupported, match="joint compression"):
-        compress_mlpackage(sources["iOS18"], str(tmp_path / "o.mlpackage"), steps)
+    steps = [MagnitudePruneConfig(target_sparsity=0.5), PalettizeConfig(nbits=4)]
+    with pytest.raises(ConfigError, match="streaming engine does not support joint compression"):
+        stream(sources["iOS18"], str(tmp_path / "o.mlpackage"), steps)
     from coremltools.models.utils import MultiFunctionDescriptor, save_multifunction
 
     desc = MultiFunctionDescriptor()
@@ -287,8 +290,8 @@ def test_joint_and_multifunction_are_not_streamed(ct, sources, tmp_path):
     desc.default_function_name = "a"
     multi = str(tmp_path / "multi.mlpackage")
     save_multifunction(desc, multi)
-    with pytest.raises(StreamingUnsupported, match="2 functions"):
-        compress_mlpackage(multi, str(tmp_path / "o.mlpackage"), Config(op_config("palettize", nbits=4)))
+    with pytest.raises(ConfigError, match="2 functions; multifunction packages are not supported"):
+        stream(multi, str(tmp_path / "o.mlpackage"), PalettizeConfig(nbits=4))
 
 
 def test_nan_refused_by_name_and_inf_skipped_for_quantization(ct, tmp_path):
@@ -297,20 +300,20 @@ def test_nan_refused_by_name_and_inf_skipped_for_quantization(ct, tmp_path):
     src = str(tmp_path / "inf.mlpackage")
     linear_model(w, ct.target.iOS18).save(src)
     with pytest.raises(ValueError, match=r"const 'lin_weight_0' contains inf at flat index 515"):
-        compress_mlpackage(src, str(tmp_path / "o.mlpackage"), Config(op_config("palettize", nbits=4)))
+        stream(src, str(tmp_path / "o.mlpackage"), PalettizeConfig(nbits=4))
     with pytest.raises(ConfigError, match="no compressible weights"):  # coremltools skips Inf for quantization
-        compress_mlpackage(src, str(tmp_path / "o.mlpackage"), Config(op_config("quantize", dtype="int8")))
+        stream(src, str(tmp_path / "o.mlpackage"), QuantizeConfig(dtype="int8"))
     w[2, 3] = np.nan
     linear_model(w, ct.target.iOS18).save(src)
-    for kind, opts in (("quantize", {}), ("prune_magnitude", {"target_sparsity": 0.5})):
+    for config in (QuantizeConfig(), MagnitudePruneConfig(target_sparsity=0.5)):
         with pytest.raises(ValueError, match=r"const 'lin_weight_0' contains nan at flat index 515"):
-            compress_mlpackage(src, str(tmp_path / "o.mlpackage"), Config(op_config(kind, **opts)))
+            stream(src, str(tmp_path / "o.mlpackage"), config)
     assert not (tmp_path / "o.mlpackage").exists()
 
 
 def test_weight_over_budget_is_named(sources, tmp_path):
     with pytest.raises(MemoryBudgetError, match=r"const linear_weight_0 \[128, 256\] needs about"):
-        compress_mlpackage(sources["iOS18"], str(tmp_path / "o.mlpackage"), Config(op_config("palettize", nbits=4)),
+        stream(sources["iOS18"], str(tmp_path / "o.mlpackage"), PalettizeConfig(nbits=4),
                            max_memory=200_000)
     assert not (tmp_path / "o.mlpackage").exists()
 
@@ -335,13 +338,13 @@ def test_one_gigabyte_model_in_a_256_mib_budget(tmp_path):
     params = big_model(src, 1 << 30)
     assert 2 * params > 1_000_000_000
     env = child_env()
-    baseline = _peak_rss_mib("import weightpress.mlpackage.stream as s, weightpress.mlpackage.proto as p; p.modules()",
-                             env)
+    baseline = _peak_rss_mib("import weightpress.job, weightpress.mlpackage.stream, weightpress.mlpackage.proto as p; "
+                             "p.modules()", env)
     out = str(tmp_path / "out.mlpackage")
     peak = _peak_rss_mib(
-        "from weightpress.mlpackage.stream import compress_mlpackage\n"
-        "from weightpress.mlpackage.config import Config, ConfigError, op_config\n"
-        f"r = compress_mlpackage({src!r}, {out!r}, Config(op_config('palettize', nbits=4)), max_memory=256 << 20)\n"
+        "from weightpress.job import compress_model\n"
+        "from weightpress.config import PalettizeConfig\n"
+        f"r = compress_model({src!r}, {out!r}, PalettizeConfig(nbits=4), engine='streaming', max_memory=256 << 20)\n"
         "assert len(r.compressed) > 300\n", env)
     assert peak < baseline + 256, (peak, baseline)
     assert os.path.getsize(os.path.join(out, "Data", "com.apple.CoreML", "weights", "weight.bin")) < 0.3 * 2 * params

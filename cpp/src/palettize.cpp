@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "weightpress/errors.h"
 #include "weightpress/half.h"
 #include "weightpress/kmeans1d.h"
 #include "weightpress/parallel.h"
@@ -49,7 +50,7 @@ struct Scratch {
 
 
 [[noreturn]] void throw_nonfinite() {
-    throw std::domain_error("palettize: weight contains NaN or Inf");
+    throw NonFiniteInput("palettize: weight contains NaN or Inf");
 }
 
 // ---------------------------------------------------------------- fp16 distinct values

@@ -6,6 +6,7 @@
 #include <limits>
 #include <stdexcept>
 
+#include "weightpress/errors.h"
 #include "weightpress/half.h"
 #include "weightpress/kernels/quantize_block.h"
 #include "weightpress/parallel.h"
@@ -206,7 +207,7 @@ void quantize_impl(const In* w, const QuantizeSpec& s, int threads, std::uint8_t
             nan_seen = nan_seen || nan_run;
         });
         if (nan_seen || !std::isfinite(mn) || !std::isfinite(mx))
-            throw std::domain_error("quantize: weight contains NaN or Inf");
+            throw NonFiniteInput("quantize: weight contains NaN or Inf");
         // Scale and zero point: the body shared with the Metal kernel (kernels/quantize_block.h).
         const wp::BlockQuant q =
             wp::block_qparams(mn, mx, static_cast<uint32_t>(s.nbits), s.is_signed, s.symmetric, T::kIsHalf);

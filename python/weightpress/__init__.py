@@ -9,20 +9,35 @@ Array APIs (numpy arrays or torch tensors in, Core ML layouts out):
 
 Joint compression chains (iOS18+) are methods of the results, e.g.
     prune(w, target_sparsity=0.5).palettize(4)      palettize(w, 4).quantize_lut("int8")
-    quantize(w, "int8").prune(n_m_ratio=(2, 4))     (see weightpress.joint)
+    quantize(w, "int8").prune(n_m_ratio=(2, 4))     (see weightpress.results)
+
+Models (.mlpackage): weightpress.compress_model(in, out, Config(...)) (weightpress.job), the
+`weightpress` command line, and weightpress.coreml (coremltools' API on these kernels).
 """
 
 from ._arrays import set_num_threads
+from .api import palettize, prune, quantize
 from .backends import backends
-from .joint import PalettizedQuantizeResult, QuantizedLutResult, SparsePalettizeResult, SparseQuantizeResult
+from .compressed import CompressedWeight, StoredPart
+from .errors import (ConfigError, MemoryBudgetError, NonFiniteWeightError, NotApplicableError, PackageError,
+                     WeightFileError, WeightpressError)
 from .packing import pack_bits, unpack_bits
-from .palettize import Ios16Lut, Ios18Lut, PalettizeResult, palettize, sse_curve
-from .prune import Ios16Sparse, PruneResult, prune
-from .quantize import Ios16Quant, QuantizeResult, quantize
+from .palettize import sse_curve
+from .results import (Ios16Lut, Ios16Quant, Ios16Sparse, Ios18Lut, PalettizedQuantizeResult, PalettizeResult,
+                      PruneResult, QuantizedLutResult, QuantizeResult, SparsePalettizeResult, SparseQuantizeResult)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CompressedWeight",
+    "ConfigError",
+    "MemoryBudgetError",
+    "NonFiniteWeightError",
+    "NotApplicableError",
+    "PackageError",
+    "StoredPart",
+    "WeightFileError",
+    "WeightpressError",
     "backends",
     "Ios16Lut",
     "Ios18Lut",

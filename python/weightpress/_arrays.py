@@ -6,7 +6,11 @@ kernels need (a non-contiguous input, or bfloat16, which numpy cannot hold).
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
+
+from .errors import NonFiniteWeightError
 
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
 
@@ -57,22 +61,30 @@ def as_weight(weight, op: str, *, min_rank: int = 1, finite: bool = True) -> np.
 
 
 def kernel_call(fn, weight: np.ndarray, op: str):
-    """Runs a kernel that refuses NaN/Inf itself (C++ domain_error -> ValueError mentioning
-    "NaN or Inf") and turns that refusal into the detailed message of check_finite."""
+    """Runs a kernel that refuses NaN/Inf in its own pass over the data (raising
+    _core.NonFiniteError) and names the first offending element (NonFiniteWeightError)."""
+    from . import _core
+
     try:
         return fn()
-    except ValueError as exc:
-        if "NaN or Inf" in str(exc):
-            check_finite(weight, op)
+    except _core.NonFiniteError:
+        check_finite(weight, op)
         raise
 
 
+def first_nonfinite(values: np.ndarray):
+    """(flat index, value) of the first NaN/Inf in values, or None."""
+    finite = np.isfinite(values)
+    if finite.all():
+        return None
+    bad = int(np.flatnonzero(~finite.reshape(-1))[0])
+    return bad, values.reshape(-1)[bad]
+
+
 def check_finite(weight: np.ndarray, op: str, what: str = "weight") -> None:
-    finite = np.isfinite(weight)
-    if not finite.all():
-        bad = np.flatnonzero(~finite.reshape(-1))[0]
-        value = weight.reshape(-1)[bad]
-        raise ValueError(f"{op}: {what} contains {value} at flat index {bad}; NaN and Inf cannot be compressed")
+    found = first_nonfinite(weight)
+    if found is not None:
+        raise NonFiniteWeightError(op, found[1], found[0], what=what)
 
 
 def normalize_axis(axis: int, ndim: int, op: str, name: str = "channel_axis") -> int:
@@ -107,6 +119,19 @@ def set_num_threads(num_threads) -> None:
     all cores). Used by the command line's --threads and by the coremltools hooks."""
     global _default_threads
     _default_threads = 0 if not num_threads else threads_arg(num_threads, "set_num_threads")
+
+
+@contextlib.contextmanager
+def num_threads_default(num_threads):
+    """The default thread count inside the block (None: leave it), restored after."""
+    global _default_threads
+    saved = _default_threads
+    if num_threads:
+        set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        _default_threads = saved
 
 
 def threads_arg(num_threads, op: str) -> int:

@@ -2,6 +2,7 @@
 
     backends()                 {"cpu": {...}, "metal": {...}}: availability and why not
     resolve_backend("auto")    "cpu" | "metal"
+    require_cpu(backend, op)   for operations whose Metal kernels are not wired to the host yet
 
 "auto" means the CPU: the Metal kernels have been tested on Linux only, through a C++
 emulation of the shipped shader text (tests/test_metal_emu.py), never on a Mac. Until a
@@ -40,3 +41,10 @@ def resolve_backend(backend: str = "auto", op: str = "weightpress") -> str:
     if not info["available"]:
         raise ValueError(f"{op}: the Metal backend is not available: {info['reason']}")
     return "metal"
+
+
+def require_cpu(backend: str, op: str) -> None:
+    """Raises unless `backend` resolves to the CPU (the operation has no Metal host path)."""
+    if resolve_backend(backend, op) == "metal":
+        raise NotImplementedError(f"{op}: the Metal kernels for {op} are written and emulation-tested "
+                                  "(metal/README.md) but not yet wired to the host; use backend='cpu'")

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from .commands.errors import UsageError
+from .errors import WeightpressError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +32,7 @@ def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except UsageError as exc:
+    except (UsageError, WeightpressError) as exc:
         print(f"weightpress: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

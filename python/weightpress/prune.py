@@ -1,8 +1,9 @@
-"""weightpress.prune: threshold, magnitude (optionally block) and n:m pruning.
+"""Pruning (threshold, magnitude, block and n:m): the algorithm, from a weight to its parts
+(results.py wraps them).
 
 Semantics of coremltools 9.0's prune_weights.compress_by_threshold / compress_by_magnitude /
-compress_by_nm_sparsity (reference: coremltools-formats.md 3.3). The survivors are decided,
-the mask packed and the non-zero values gathered in one fused C++ pass.
+compress_by_nm_sparsity (docs/formats.md, "Pruning"). The survivors are decided, the mask
+packed and the non-zero values gathered in one fused C++ pass.
 
 Deviation, by design: NaN/Inf weights are refused (coremltools prunes NaN silently).
 n:m ties: among equal magnitudes the lower index is pruned first (numpy's argsort, which
@@ -13,92 +14,25 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Optional, Tuple
 
 import numpy as np
 
-from . import _core
-from ._arrays import as_weight, sum_squared_error, threads_arg
+from . import _core, rules
+from ._arrays import as_weight, threads_arg
+from .backends import require_cpu
+from .errors import NotApplicableError
 
 
 @dataclass(frozen=True)
-class Ios16Sparse:
-    """Inputs of iOS16 constexpr_sparse_to_dense: packed uint8 mask, non-zero data, uint32 shape."""
+class SparseParts:
+    """packed_mask: the mask as LSB-first bytes (True = stored); nonzero_data: the stored values
+    in C order, the weight's dtype; meets_minimum_sparsity: False when a threshold left less
+    sparsity than coremltools requires (it would skip the weight)."""
 
+    packed_mask: np.ndarray
     nonzero_data: np.ndarray
-    mask: np.ndarray
-    shape: np.ndarray
-
-
-class PruneResult:
-    """mask: bool, the weight's shape (True = stored); nonzero_data: the stored values in C
-    order, the weight's dtype; packed_mask: the mask as LSB-first bytes (numpy packbits little)."""
-
-    def __init__(self, *, weight, packed_mask, nonzero_data, meets_minimum_sparsity=True):
-        self.shape = weight.shape
-        self.dtype = weight.dtype
-        self.packed_mask = packed_mask
-        self.nonzero_data = nonzero_data
-        self.meets_minimum_sparsity = meets_minimum_sparsity
-        self._weight = weight
-
-    @cached_property
-    def mask(self) -> np.ndarray:
-        bits = np.unpackbits(self.packed_mask, count=int(np.prod(self.shape)), bitorder="little")
-        return bits.astype(bool).reshape(self.shape)
-
-    @property
-    def sparsity(self) -> float:
-        """Fraction of elements not stored (pruned or already zero)."""
-        return 1.0 - self.nonzero_data.size / float(np.prod(self.shape))
-
-    @property
-    def ios16(self) -> Ios16Sparse:
-        return Ios16Sparse(self.nonzero_data, self.packed_mask, np.array(self.shape, dtype=np.uint32))
-
-    @property
-    def ios18_mask(self) -> np.ndarray:
-        """The iOS18 uint1 mask as 0/1 uint8 values in the weight's shape."""
-        return self.mask.astype(np.uint8)
-
-    def decompress(self) -> np.ndarray:
-        dense = np.zeros(self.shape, dtype=self.dtype)
-        dense[self.mask] = self.nonzero_data
-        return dense
-
-    @cached_property
-    def sse(self) -> float:
-        return sum_squared_error(self.decompress(), self._weight)
-
-    @property
-    def nbytes(self) -> int:
-        return self.packed_mask.nbytes + self.nonzero_data.nbytes
-
-    # ---------------------------------------------------------------- joint compression
-    def palettize(self, nbits: Optional[int] = None, *, surviving_only: bool = False, **options):
-        """prune -> palettize: palettizes the pruned weight (options of weightpress.palettize)
-        and stores LUT indices only where kept (constexpr_lut_to_sparse).
-
-        As in coremltools, k-means clusters the dense pruned weight, zeros included, so one
-        centroid is usually spent on zero although pruned positions never read the LUT.
-        surviving_only=True clusters only the kept values (exact k-means with zero weight on
-        pruned positions): lower error for the same bits. Returns a joint.SparsePalettizeResult.
-        """
-        from .joint import prune_then_palettize
-
-        return prune_then_palettize(self, nbits, surviving_only=surviving_only, **options)
-
-    def quantize(self, dtype: str = "int8", **options):
-        """prune -> quantize: quantizes the pruned weight (options of weightpress.quantize;
-        scales from the dense tensor, zeros included, as coremltools) and stores integers only
-        where kept (constexpr_sparse_blockwise_shift_scale). Returns a joint.SparseQuantizeResult."""
-        from .joint import prune_then_quantize
-
-        return prune_then_quantize(self, dtype, **options)
-
-    def __repr__(self) -> str:
-        return f"PruneResult(shape={self.shape}, dtype={self.dtype}, sparsity={self.sparsity:.4f})"
+    meets_minimum_sparsity: bool = True
 
 
 def _bits(w):
@@ -152,7 +86,7 @@ def _check_dim(dim, w, what):
         raise ValueError(f"prune: {what} pruning needs a weight of rank 2 to 5, got shape {w.shape}")
 
 
-def prune(
+def prune_parts(
     weight,
     *,
     threshold: Optional[float] = None,
@@ -163,7 +97,7 @@ def prune(
     dim: Optional[int] = None,
     num_threads: Optional[int] = None,
     backend: str = "auto",
-) -> PruneResult:
+) -> "tuple[np.ndarray, SparseParts]":
     """Prunes one weight (numpy array or torch tensor, float16 or float32).
 
     Exactly one of: threshold=T (|w| <= T pruned, compared in the weight's dtype; when the
@@ -175,9 +109,7 @@ def prune(
     (default 1) are zeroed.
     backend: "auto" (the CPU), "cpu" or "metal" (see weightpress.backends()).
     """
-    from .palettize import _cpu_only
-
-    _cpu_only(backend, "prune")
+    require_cpu(backend, "prune")
     chosen = [name for name, v in (("threshold", threshold), ("target_sparsity", target_sparsity),
                                    ("n_m_ratio", n_m_ratio)) if v is not None]
     if len(chosen) != 1:
@@ -191,12 +123,12 @@ def prune(
         if not 0 <= minimum_sparsity_percentile <= 1:
             raise ValueError(f"prune: minimum_sparsity_percentile must be in [0, 1], got {minimum_sparsity_percentile}")
         packed, nonzero = _sparsify(w, threads, threshold=w.dtype.type(threshold))
-        result = PruneResult(weight=w, packed_mask=packed, nonzero_data=nonzero)
-        if result.sparsity < minimum_sparsity_percentile:
-            result.meets_minimum_sparsity = False
-            warnings.warn(f"prune: sparsity {result.sparsity:.4f} is below minimum_sparsity_percentile "
-                          f"{minimum_sparsity_percentile}; coremltools skips such a weight", stacklevel=2)
-        return result
+        sparsity = 1.0 - nonzero.size / float(w.size)
+        meets = rules.prune_threshold_sparsity(sparsity, minimum_sparsity_percentile) is None
+        if not meets:
+            warnings.warn(f"prune: sparsity {sparsity:.4f} is below minimum_sparsity_percentile "
+                          f"{minimum_sparsity_percentile}; coremltools skips such a weight", stacklevel=3)
+        return w, SparseParts(packed, nonzero, meets)
 
     if target_sparsity is not None:
         if not np.isscalar(target_sparsity) or not 0 <= target_sparsity <= 1:
@@ -207,22 +139,21 @@ def prune(
             _check_dim(dim, w, "block")
             if not isinstance(block_size, (int, np.integer)) or block_size < 2:
                 raise ValueError(f"prune: block_size must be an int > 1, got {block_size!r}")
-            if block_size > w.shape[dim] / 2:
-                raise ValueError(f"prune: block_size {block_size} is more than half of the {w.shape[dim]} channels "
-                                 f"on axis {dim} (coremltools skips such a weight)")
+            reason = rules.prune_blocks(w.shape, dim, block_size)
+            if reason:
+                raise NotApplicableError("prune", reason)
             magnitude = _block_magnitude(w, int(block_size), dim, threads)
         q = float(target_sparsity) * 100  # a Python float, as in coremltools' config
         if q == 100:
-            return PruneResult(weight=w, packed_mask=np.zeros((w.size + 7) // 8, np.uint8),
-                               nonzero_data=np.zeros(0, w.dtype))
+            return w, SparseParts(np.zeros((w.size + 7) // 8, np.uint8), np.zeros(0, w.dtype))
         if q == 0:
             packed, nonzero = _sparsify(w, threads, pruned=np.zeros(w.size, np.uint8))
-            return PruneResult(weight=w, packed_mask=packed, nonzero_data=nonzero)
+            return w, SparseParts(packed, nonzero)
         # np.percentile of the magnitudes by counting selection; plain magnitude pruning
         # reads |w| straight from the weight (no abs copy)
         cut = _percentile(w if magnitude is None else magnitude, q, threads)
         packed, nonzero = _sparsify(w, threads, magnitude=magnitude, threshold=cut)
-        return PruneResult(weight=w, packed_mask=packed, nonzero_data=nonzero)
+        return w, SparseParts(packed, nonzero)
 
     # n:m
     if block_size is not None:
@@ -241,9 +172,9 @@ def prune(
         perm[-2], perm[-1] = 1, 0
     moved = np.transpose(w, axes=perm)
     channel = moved.shape[-1]
-    if m > channel / 2:
-        raise ValueError(f"prune: m = {m} is more than half of the {channel} channels on axis {dim} "
-                         "(coremltools skips such a weight)")
+    reason = rules.prune_n_m(w.shape, dim, m)
+    if reason:
+        raise NotApplicableError("prune", reason)
     # ranked by the bit patterns themselves (|x| order = order of the bits without the sign):
     # no abs or float32 copy; for a 2-D weight pruned along dim 1 no transpose either
     identity = perm == list(range(rank))
@@ -254,4 +185,4 @@ def prune(
         pruned = np.ascontiguousarray(np.transpose(pruned.reshape(moved.shape), axes=back))
     pruned = pruned.reshape(-1)
     packed, nonzero = _sparsify(w, threads, pruned=pruned)
-    return PruneResult(weight=w, packed_mask=packed, nonzero_data=nonzero)
+    return w, SparseParts(packed, nonzero)

@@ -1,21 +1,22 @@
-"""weightpress.quantize: blockwise linear quantization (int4/uint4/int8/uint8).
+"""Blockwise linear quantization (int4/uint4/int8/uint8): the algorithm, from a weight to its
+parts (results.py wraps them).
 
 Byte-identical to coremltools 9.0's optimize/_utils.py::compute_qparams_by_dtype for float16
-and float32 weights (reference: coremltools-formats.md 3.1); the math runs in one fused C++
+and float32 weights (docs/formats.md, "Linear quantization"); the math runs in one fused C++
 pass per block (cpp/include/weightpress/quantize.h).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _core
-from ._arrays import as_weight, kernel_call, normalize_axis, sum_squared_error, threads_arg
-from .packing import pack_bits
+from . import _core, rules
+from ._arrays import as_weight, check_finite, kernel_call, normalize_axis, threads_arg
+from .backends import resolve_backend
+from .errors import NotApplicableError
 
 DTYPES = {"int4": (4, True), "uint4": (4, False), "int8": (8, True), "uint8": (8, False)}
 MODES = ("linear_symmetric", "linear")
@@ -23,102 +24,17 @@ GRANULARITIES = ("per_tensor", "per_channel", "per_block")
 
 
 @dataclass(frozen=True)
-class Ios16Quant:
-    """Inputs of iOS16 constexpr_affine_dequantize: rank-0/1 scale and zero point, int32 axis."""
+class QuantParts:
+    """data: int8 (int4/int8) or uint8 (uint4/uint8) values in the weight's shape; scale: the
+    weight's dtype, one entry per block; offset: the zero point in data's dtype, or None where
+    coremltools omits it (signed symmetric)."""
 
-    quantized_data: np.ndarray
-    zero_point: np.ndarray
+    dtype: str
+    mode: str
+    block_sizes: Tuple[int, ...]
+    data: np.ndarray
     scale: np.ndarray
-    axis: int
-
-
-class QuantizeResult:
-    """Compressed parts in constexpr_blockwise_shift_scale (iOS18) layout:
-
-    data    int8 (int4/int8) or uint8 (uint4/uint8) values, the weight's shape
-    scale   the weight's dtype, same rank, one entry per block
-    offset  zero point, same shape as scale, data's dtype; None where coremltools omits it
-            (signed symmetric)
-    """
-
-    def __init__(self, *, weight, dtype, mode, block_sizes, data, scale, offset):
-        self.dtype = dtype
-        self.nbits, self.signed = DTYPES[dtype]
-        self.mode = mode
-        self.block_sizes = tuple(block_sizes)
-        self.data = data
-        self.scale = scale
-        self.offset = offset
-        self.shape = weight.shape
-        self.weight_dtype = weight.dtype
-        self._weight = weight
-
-    @cached_property
-    def packed_data(self) -> np.ndarray:
-        """data packed LSB-first as Core ML stores it (two's-complement nibbles for int4)."""
-        return pack_bits(self.data, self.nbits)
-
-    @property
-    def ios16(self) -> Ios16Quant:
-        """The iOS16 constexpr_affine_dequantize form; ValueError where iOS16 cannot express it."""
-        if self.nbits != 8:
-            raise ValueError(f"quantize: iOS16 supports 8-bit data only, got {self.dtype}")
-        varying = [a for a, n in enumerate(self.scale.shape) if n > 1]
-        if len(varying) > 1 or (varying and self.scale.shape[varying[0]] != self.shape[varying[0]]):
-            raise ValueError(f"quantize: iOS16 supports per-tensor or per-channel scales only; scale shape "
-                             f"{self.scale.shape} for weight {self.shape} needs iOS18")
-        axis = varying[0] if varying else 0
-        offset = self.offset if self.offset is not None else np.zeros_like(self.scale).astype(self.data.dtype)
-        return Ios16Quant(self.data, np.squeeze(offset), np.squeeze(self.scale), axis)
-
-    def decompress(self) -> np.ndarray:
-        """scale * (data - offset) in the weight's dtype, as constexpr_blockwise_shift_scale."""
-        data = self.data.astype(self.scale.dtype)
-        scale, offset = self.scale, self.offset
-        for axis, (n, m) in enumerate(zip(self.shape, self.scale.shape)):
-            if n // m > 1:
-                scale = np.repeat(scale, n // m, axis)
-                if offset is not None:
-                    offset = np.repeat(offset, n // m, axis)
-        if offset is not None:
-            data = data - offset
-        return scale * data
-
-    @cached_property
-    def sse(self) -> float:
-        return sum_squared_error(self.decompress(), self._weight)
-
-    def with_data(self, data: np.ndarray) -> "QuantizeResult":
-        """The same scale and offset over other integer data (joint compression)."""
-        return QuantizeResult(weight=self._weight, dtype=self.dtype, mode=self.mode, block_sizes=self.block_sizes,
-                              data=data, scale=self.scale, offset=self.offset)
-
-    # ---------------------------------------------------------------- joint compression
-    def palettize(self, nbits: int, *, round_lut: bool = False, **options):
-        """quantize -> palettize: clusters the 8-bit integer data (options of
-        weightpress.palettize); the LUT holds integers of the data's dtype, truncated toward
-        zero as coremltools does or, with round_lut=True, rounded to nearest. Returns a
-        joint.PalettizedQuantizeResult."""
-        from .joint import quantize_then_palettize
-
-        return quantize_then_palettize(self, nbits, round_lut=round_lut, **options)
-
-    def prune(self, **options):
-        """quantize -> prune: prunes the dequantized values (options of weightpress.prune),
-        keeps scale and offset and stores the integers only where kept. Returns a
-        joint.SparseQuantizeResult."""
-        from .joint import quantize_then_prune
-
-        return quantize_then_prune(self, options)
-
-    @property
-    def nbytes(self) -> int:
-        size = self.packed_data.nbytes + self.scale.nbytes
-        return size + (self.offset.nbytes * self.nbits // 8 if self.offset is not None else 0)
-
-    def __repr__(self) -> str:
-        return (f"QuantizeResult(dtype={self.dtype!r}, mode={self.mode!r}, shape={self.shape}, "
-                f"block_sizes={self.block_sizes}, scale={self.scale.shape})")
+    offset: Optional[np.ndarray]
 
 
 def block_sizes_for(shape, granularity, block_size, channel_axis, input_axis):
@@ -149,7 +65,7 @@ def block_sizes_for(shape, granularity, block_size, channel_axis, input_axis):
     return sizes
 
 
-def quantize(
+def quantize_parts(
     weight,
     dtype: str = "int8",
     *,
@@ -160,16 +76,8 @@ def quantize(
     input_axis: Optional[int] = None,
     num_threads: Optional[int] = None,
     backend: str = "auto",
-) -> QuantizeResult:
-    """Quantizes one weight (numpy array or torch tensor, float16 or float32).
-
-    Options mirror coremltools' OpLinearQuantizerConfig. per_block with an int block_size
-    blocks `input_axis` (default 1, the input axis of linear/conv weights; 0 for
-    conv_transpose) and quantizes every output channel (`channel_axis`) separately.
-    backend: "auto" (the CPU), "cpu" or "metal" (see weightpress.backends()).
-    """
-    from .backends import resolve_backend
-
+) -> "tuple[np.ndarray, QuantParts]":
+    """The coerced weight and its quantization (the options of weightpress.quantize)."""
     use_metal = resolve_backend(backend, "quantize") == "metal"
     if not isinstance(dtype, str) or dtype.lower() not in DTYPES:
         raise ValueError(f"quantize: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -183,9 +91,9 @@ def quantize(
     axis = normalize_axis(channel_axis, w.ndim, "quantize")
     in_axis = normalize_axis(1 if input_axis is None else input_axis, max(w.ndim, 2), "quantize", "input_axis")
     sizes = block_sizes_for(w.shape, granularity, block_size, axis, in_axis)
-    for a, (n, b) in enumerate(zip(w.shape, sizes)):
-        if b and n % b:
-            raise ValueError(f"quantize: block size {b} does not divide axis {a} of size {n}")
+    reason = rules.quantize_blocks(w.shape, sizes)
+    if reason:
+        raise NotApplicableError("quantize", reason)
     blocks = [b if b else n for n, b in zip(w.shape, sizes)]
     nbits, signed = DTYPES[dtype]
     source = w.view(np.uint16) if w.dtype == np.float16 else w
@@ -198,15 +106,12 @@ def quantize(
             w, "quantize")
     if w.dtype == np.float16:
         scale = scale.view(np.float16)
-    return QuantizeResult(weight=w, dtype=dtype, mode=mode, block_sizes=sizes, data=data, scale=scale,
-                          offset=offset)
+    return w, QuantParts(dtype=dtype, mode=mode, block_sizes=tuple(sizes), data=data, scale=scale, offset=offset)
 
 
 def _metal_quantize(w, source, blocks, nbits, signed, symmetric):
     """The Metal kernel sees the weight as axis 0 x (all other axes); blocks must cover every
     axis after the second fully (linear and conv per-block / per-channel / per-tensor do)."""
-    from ._arrays import check_finite
-
     check_finite(w, "quantize")
     if w.ndim > 2 and any(b != n for b, n in zip(blocks[2:], w.shape[2:])):
         raise ValueError(f"quantize: the Metal backend needs blocks spanning axes 2+ of {w.shape}, got {blocks}")

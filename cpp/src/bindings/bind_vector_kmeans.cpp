@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "bindings.h"
+#include "weightpress/errors.h"
 #include "weightpress/vector_kmeans.h"
 
 namespace py = pybind11;
@@ -26,7 +27,7 @@ void register_vector_kmeans(py::module_& m) {
                 throw py::value_error("vector_kmeans: weights must be [groups, n]");
             const double* x = points.data();
             for (py::ssize_t i = 0; i < points.size(); ++i)
-                if (!std::isfinite(x[i])) throw py::value_error("vector_kmeans: points contain NaN or Inf");
+                if (!std::isfinite(x[i])) throw NonFiniteInput("vector_kmeans: points contain NaN or Inf");
             F64 centroids({groups, static_cast<std::size_t>(k), dim});
             py::array_t<std::uint8_t> labels({groups, n});
             F64 objective(groups);

@@ -2,7 +2,7 @@
 
 coremltools' compression passes select consts, infer axes and block sizes, build the
 constexpr ops and serialise; all of that stays. What is replaced are the functions that do
-the arithmetic (reference: coremltools-formats.md 6.2):
+the arithmetic (docs/formats.md, "coremltools' hook points"):
 
     coremltools._deps._kmeans1d.cluster                      1-D k-means (optimize.coreml and .torch)
     palettize_weights.grouped_channelwise_compress           every group of a tensor at once, in C++
@@ -22,17 +22,18 @@ were written against are checked before anything is patched.
 from __future__ import annotations
 
 import contextlib
-import logging
 import warnings
 
 import numpy as np
+
+from .. import rules
+from .._arrays import first_nonfinite
+from ..errors import NonFiniteWeightError
 
 SUPPORTED_COREMLTOOLS = ("9.0",)
 SUPPORTED_NUMPY_MAJOR = (2,)
 
 _originals: dict = {}  # (owner, attribute) -> original value, while enabled
-
-logger = logging.getLogger("weightpress.coreml")
 
 
 class UnsupportedVersionError(RuntimeError):
@@ -85,13 +86,14 @@ def kmeans1d_cluster(array, k, *, weights=None):
 
     original = _original(_kmeans1d, "cluster")
     x = np.asarray(array, dtype=np.float64).reshape(-1)
-    assert k > 0, f"Invalid k: {k}"
-    assert x.size > 0, f"Invalid len(array): {x.size}"
+    if not k > 0 or x.size == 0:
+        return original(array, k, weights=weights)  # kmeans1d's own error for these
     k = min(int(k), x.size)
     w = None
     if weights is not None:
         w = np.asarray(weights, dtype=np.float64).reshape(-1)
-        assert w.size == x.size, f"len(weights)={w.size} != len(array)={x.size}"
+        if w.size != x.size:
+            raise ValueError(f"kmeans1d: len(weights)={w.size} != len(array)={x.size}")
     if not np.isfinite(x).all() or (w is not None and not (np.isfinite(w).all() and (w > 0).all())):
         return original(array, k, weights=weights)
     values, inverse = np.unique(x, return_inverse=True)
@@ -117,7 +119,8 @@ def grouped_channelwise_compress(original_data, mode, nbits, channel_axis, chann
     from coremltools.optimize import _utils as optimize_utils
     from coremltools.optimize.coreml._quantization_passes import palettize_weights
 
-    from ..palettize import palettize
+    from ..api import palettize
+    from ..errors import NotApplicableError
 
     def original():
         return _original(palettize_weights, "grouped_channelwise_compress")(
@@ -131,10 +134,9 @@ def grouped_channelwise_compress(original_data, mode, nbits, channel_axis, chann
     if (nbits is not None and nbits not in palettize_weights._SUPPORTED_NBITS) or not -rank <= channel_axis < rank:
         return original()  # raises coremltools' own error
     axis = channel_axis % rank
-    channels = original_data.shape[axis]
-    group = channel_group_size or channels
-    if channels % group or group % cluster_dim:
+    if rules.palettize_groups(original_data.shape, axis, channel_group_size, cluster_dim):
         return original()  # coremltools warns and skips
+    group = channel_group_size or original_data.shape[axis]
     data = original_data
     integer = data.dtype.kind in "iu"
     if integer:
@@ -148,10 +150,8 @@ def grouped_channelwise_compress(original_data, mode, nbits, channel_axis, chann
         result = palettize(data, None if mode_name == "UNIQUE" else nbits, mode=mode_name.lower(),
                            granularity="per_grouped_channel", group_size=group, channel_axis=axis,
                            cluster_dim=cluster_dim)
-    except ValueError as exc:
-        if mode_name == "UNIQUE" and "distinct values" in str(exc):
-            return original()  # coremltools warns and skips
-        raise
+    except NotApplicableError:
+        return original()  # too many distinct values for mode unique: coremltools warns and skips
     lut = result.lut.astype(original_data.dtype) if integer else result.lut  # astype truncates, as coremltools
     index_type = types.nptype_from_builtin(types.string_to_builtin(f"uint{result.nbits}"))
     return optimize_utils.LutParams(result.indices.astype(index_type), lut,
@@ -166,7 +166,7 @@ def compute_qparams_by_dtype(weight, dtype, quantization_mode, block_sizes):
     from coremltools.converters.mil.mil import types
     from coremltools.optimize import _utils as optimize_utils
 
-    from ..quantize import quantize
+    from ..api import quantize
 
     def original():
         return _original(optimize_utils, "compute_qparams_by_dtype")(weight, dtype, quantization_mode, block_sizes)
@@ -181,7 +181,7 @@ def compute_qparams_by_dtype(weight, dtype, quantization_mode, block_sizes):
     if name not in _QUANT_DTYPES or mode not in ("linear_symmetric", "linear"):
         return original()
     sizes = [int(b) for b in block_sizes]
-    if any(b < 0 or (b > 0 and n % b) for n, b in zip(weight.shape, sizes)) or not np.isfinite(weight).all():
+    if any(b < 0 for b in sizes) or rules.quantize_blocks(weight.shape, sizes) or not np.isfinite(weight).all():
         return original()  # coremltools warns and skips (indivisible), or its own Inf behaviour
     r = quantize(weight, name, mode=mode, granularity="per_block", block_size=tuple(sizes))
     np_dtype = types.nptype_from_builtin(builtin)
@@ -204,14 +204,14 @@ def compress_by_threshold(val, threshold, minimum_sparsity_percentile):
     from coremltools.optimize.coreml._quantization_passes import logger as ct_logger
     from coremltools.optimize.coreml._quantization_passes import prune_weights
 
-    from ..prune import prune
+    from ..api import prune
 
     if not _prunable(val):
         return _original(prune_weights, "compress_by_threshold")(val, threshold, minimum_sparsity_percentile)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         r = prune(val, threshold=threshold, minimum_sparsity_percentile=minimum_sparsity_percentile)
-    if r.sparsity < minimum_sparsity_percentile:
+    if rules.prune_threshold_sparsity(r.sparsity, minimum_sparsity_percentile):
         ct_logger.warning(f"weight value has sparsity of {r.sparsity} < minimum_sparsity_percentile "
                           f"{minimum_sparsity_percentile}. Skipped.")
         return None
@@ -221,7 +221,7 @@ def compress_by_threshold(val, threshold, minimum_sparsity_percentile):
 def compress_by_magnitude(val, target_sparsity, block_size=None, dim=None):
     from coremltools.optimize.coreml._quantization_passes import prune_weights
 
-    from ..prune import prune
+    from ..api import prune
 
     def original():
         return _original(prune_weights, "compress_by_magnitude")(val, target_sparsity, block_size, dim)
@@ -229,7 +229,8 @@ def compress_by_magnitude(val, target_sparsity, block_size=None, dim=None):
     if not _prunable(val):
         return original()
     if block_size is not None:
-        if dim not in (0, 1) or not 2 <= val.ndim <= 5 or block_size > val.shape[dim] / 2 or block_size < 2:
+        if dim not in (0, 1) or not 2 <= val.ndim <= 5 or block_size < 2 or rules.prune_blocks(val.shape, dim,
+                                                                                                block_size):
             return original()  # coremltools' own assertion or warning-and-skip
     return _sparse_params(prune(val, target_sparsity=target_sparsity, block_size=block_size, dim=dim), val.shape)
 
@@ -237,7 +238,7 @@ def compress_by_magnitude(val, target_sparsity, block_size=None, dim=None):
 def compress_by_nm_sparsity(val, n_m_ratio, dim):
     from coremltools.optimize.coreml._quantization_passes import prune_weights
 
-    from ..prune import prune
+    from ..api import prune
 
     def original():
         return _original(prune_weights, "compress_by_nm_sparsity")(val, n_m_ratio, dim)
@@ -245,7 +246,7 @@ def compress_by_nm_sparsity(val, n_m_ratio, dim):
     n, m = n_m_ratio
     if not _prunable(val) or dim not in (0, 1) or not 2 <= val.ndim <= 5 or not 0 <= n <= m:
         return original()
-    if m > val.shape[dim] / 2:
+    if rules.prune_n_m(val.shape, dim, m):
         return original()  # coremltools warns and skips
     return _sparse_params(prune(val, n_m_ratio=(n, m), dim=dim), val.shape)
 
@@ -259,12 +260,11 @@ def need_compress_const(self, op, _is_deprecated, weight_threshold):
     if selected and op.op_type == "const":
         val = op.outputs[0].val
         if isinstance(val, np.ndarray) and val.dtype.kind == "f":
-            bad = np.isnan(val) if isinstance(self, linear_quantize_weights) else ~np.isfinite(val)
-            if bad.any():
-                flat = int(np.flatnonzero(bad.reshape(-1))[0])
-                raise ValueError(
-                    f"{type(self).__name__}: const '{op.name}' contains {val.reshape(-1)[flat]} at flat index "
-                    f"{flat}; weightpress refuses to compress NaN/Inf (coremltools would compress NaN silently)")
+            # quantization: only NaN (coremltools skips Inf itself, rules.quantize_finite)
+            found = first_nonfinite(np.where(np.isinf(val), 0, val) if isinstance(self, linear_quantize_weights)
+                                    else val)
+            if found is not None:
+                raise NonFiniteWeightError(type(self).__name__, found[1], found[0], name=op.name)
     return selected
 
 

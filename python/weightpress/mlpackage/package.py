@@ -14,13 +14,15 @@ import uuid
 from dataclasses import dataclass
 from typing import Optional
 
-from .weight_file import WeightFileError, WeightFileReader
+from ..errors import PackageError, WeightFileError
+from .weight_file import WeightFileReader
 
 WEIGHTS_REFERENCE = "@model_path/weights/weight.bin"
-
-
-class PackageError(ValueError):
-    """Not a readable .mlpackage (missing, malformed, or its files disagree)."""
+SPEC_IOS15, SPEC_IOS16, SPEC_IOS18, SPEC_IOS26 = 6, 7, 9, 10
+# the ML program opset of each specification version
+OPSETS = {6: "CoreML5", 7: "CoreML6", 8: "CoreML7", 9: "CoreML8", 10: "CoreML9"}
+TARGET_NAMES = {6: "iOS15", 7: "iOS16", 8: "iOS17", 9: "iOS18", 10: "iOS26"}
+TARGETS = {name: version for version, name in TARGET_NAMES.items()}
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,15 @@ def remove(path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
     elif os.path.lexists(path):
         os.unlink(path)
+
+
+def check_program(package: ModelPackage, spec) -> None:
+    """An ML program of a specification version this tool knows, or PackageError."""
+    kind = spec.WhichOneof("Type")
+    if kind != "mlProgram":
+        raise PackageError(f"{package.path} is a {kind} model; weight compression needs an ML program (mlprogram)")
+    if spec.specificationVersion not in OPSETS:
+        raise PackageError(f"{package.path}: unsupported specification version {spec.specificationVersion}")
 
 
 def load_spec(package: ModelPackage):

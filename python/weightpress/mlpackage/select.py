@@ -13,7 +13,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from .config import Config, ConfigError, OpConfig
+from ..config import MethodConfig, OpConfig, PalettizeConfig, QuantizeConfig
+from ..errors import ConfigError
 
 
 @dataclass
@@ -28,11 +29,9 @@ class Graph:
     def __init__(self, function_block):
         self.consumers: Dict[str, List[Consumer]] = defaultdict(list)
         self.consts: Dict[str, object] = {}
-        self.block_outputs = set()
         self._walk(function_block)
 
     def _walk(self, block):
-        self.block_outputs.update(block.outputs)
         for op in block.operations:
             if op.type == "const":
                 self.consts[op.outputs[0].name] = op
@@ -66,14 +65,12 @@ def op_name(op) -> str:
     return op.outputs[0].name if op.outputs else ""
 
 
-def const_config(config: Config, const_op, graph: Graph) -> Optional[OpConfig]:
+def const_config(config: MethodConfig, const_op, graph: Graph) -> Optional[OpConfig]:
     """OptimizationConfig._get_const_op_config: the const's own name, else its consumers'
     (op name, then op type, then global); consumers disagreeing is an error."""
     name = const_op.outputs[0].name
     if name in config.op_name_configs:
         return config.op_name_configs[name]
-    if "const" in config.op_type_configs:
-        raise ConfigError("const ops cannot be set by op type; use the global config")
     consumers = graph.consumers.get(name, [])
     if not consumers:
         return None
@@ -115,9 +112,9 @@ def io_axes(const_name: str, rank: int, graph: Graph) -> Tuple[Optional[int], Op
 
 def block_sizes(cfg: OpConfig, shape, in_axis, out_axis):
     """infer_block_sizes(..., return_channel_axis=True): (block sizes or None, channel axis)."""
-    granularity = cfg["granularity"]
-    if granularity == "per_block" and not isinstance(cfg["block_size"], int):
-        sizes = list(cfg["block_size"])
+    granularity = cfg.granularity
+    if isinstance(cfg, QuantizeConfig) and granularity == "per_block" and not isinstance(cfg.block_size, int):
+        sizes = list(cfg.block_size)
         if len(sizes) != len(shape):
             raise ConfigError(f"block_size {tuple(sizes)} needs one entry per axis of a rank-{len(shape)} weight")
         candidates = [a for a, (b, n) in enumerate(zip(sizes, shape)) if b != 0 and b != n]
@@ -126,14 +123,15 @@ def block_sizes(cfg: OpConfig, shape, in_axis, out_axis):
         return sizes, out_axis
     if in_axis is None or out_axis is None:
         return None, out_axis
-    if granularity == "per_grouped_channel" and cfg.kind == "palettize" and cfg["channel_axis"] is not None:
-        out_axis = cfg["channel_axis"]
+    palettize = isinstance(cfg, PalettizeConfig)
+    if granularity == "per_grouped_channel" and palettize and cfg.channel_axis is not None:
+        out_axis = cfg.channel_axis
     sizes = [0] * len(shape)
     in_block, out_block = {
         "per_tensor": (0, 0),
         "per_channel": (0, 1),
-        "per_grouped_channel": (0, cfg["group_size"] if cfg.kind == "palettize" else 0),
-        "per_block": (cfg["block_size"] if cfg.kind == "quantize" else 0, 1),
+        "per_grouped_channel": (0, cfg.group_size if palettize else 0),
+        "per_block": (cfg.block_size if isinstance(cfg, QuantizeConfig) else 0, 1),
     }[granularity]
     if in_axis < len(sizes):
         sizes[in_axis] = in_block

