@@ -1,7 +1,7 @@
 """The shipped Metal kernels, run on Linux through a C++ shim (tests/metal_emu).
 
-metal/amalgamate.py produces the one MSL source the Metal backend embeds; it is compiled
-here as C++ against tests/metal_emu/metal_stdlib (a stand-in for Metal's) and run over
+metal/amalgamate.py produces the one MSL source the Metal backend embeds (here with the
+kernels kept in metal/unshipped/ appended); it is compiled here as C++ against tests/metal_emu/metal_stdlib (a stand-in for Metal's) and run over
 emulated grids, one std::thread per lane, at several threadgroup sizes. Results are compared
 with the CPU backend: bit for bit for the histogram, encode/pack, quantization and sparse
 packing; by properties for the floating-point nearest-centroid search. What only a Mac can
@@ -41,7 +41,7 @@ def harness(tmp_path_factory):
     compiler = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
     if compiler is None:
         pytest.skip("no C++ compiler to build the Metal emulation harness")
-    source = amalgamate.source()
+    source = amalgamate.source(unshipped=True)  # the shipped text plus metal/unshipped/
     with open(os.path.join(EMU, "harness.cpp")) as f:
         harness_cpp = f.read()
     with open(os.path.join(EMU, "metal_stdlib")) as f:
@@ -208,14 +208,3 @@ def test_sparse_pack_equals_cpu_pruning(harness, lanes, dtype, n):
     got = out16[:kept].view(np.float16) if dtype == np.float16 else out32[:kept].view(np.float32)
     np.testing.assert_array_equal(got.view(np.uint16 if dtype == np.float16 else np.uint32),
                                   r.nonzero_data.view(np.uint16 if dtype == np.float16 else np.uint32))
-
-
-# ---------------------------------------------------------------- the shared body on the CPU
-
-
-def test_cpu_quantizer_uses_the_shared_block_parameters():
-    """cpp/src/quantize.cpp derives scale and zero point with kernels/quantize_block.h."""
-    with open(os.path.join(ROOT, "cpp", "src", "quantize.cpp")) as f:
-        text = f.read()
-    assert '#include "weightpress/kernels/quantize_block.h"' in text and "wp::block_qparams(" in text
-    assert _core is not None

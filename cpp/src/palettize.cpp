@@ -456,6 +456,22 @@ void palettize_scalar_f32(const float* values, const double* importance, std::si
     }
 }
 
+void palettize_from_histograms_f16(const std::uint32_t* counts, std::size_t groups, int nbits, int threads,
+                                   const ScalarPalettizeOutput& out, std::uint8_t* codes) {
+    check_nbits(nbits);
+    const int workers = worker_count(groups, threads);
+    std::vector<Scratch> scratch(workers);
+    parallel_for(groups, threads, [&](int w, std::size_t g) {
+        Scratch& s = scratch[w];
+        s.counts.assign(counts + g * kPatterns, counts + (g + 1) * kPatterns);
+        distinct_from_histogram(s, false);
+        cluster_distinct(s, nbits, g, out, round_to_half, 1);
+        s.code.assign(kPatterns, 0);
+        build_code_table(s);
+        std::copy(s.code.begin(), s.code.end(), codes + g * kPatterns);
+    });
+}
+
 namespace {
 
 template <typename Collect>

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 #include <type_traits>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "weightpress/half.h"
@@ -223,6 +225,9 @@ template <typename Bits>
 void nm_prune_mask_bits(const Bits* bits, std::size_t rows, std::size_t channel, int n, int m, int threads,
                         std::uint8_t* pruned) {
     constexpr Bits kMagnitude = static_cast<Bits>(static_cast<Bits>(~Bits(0)) >> 1);  // all bits but the sign
+    if (n < 0 || m < 1 || n > m)  // (the small-group path below indexes a 16-slot array up to n)
+        throw std::invalid_argument("prune: n:m needs 0 <= n <= m and m >= 1, got " + std::to_string(n) + ":" +
+                                    std::to_string(m));
     const std::size_t groups = (channel + m - 1) / m;
     parallel_for(rows, threads, [&](int, std::size_t r) {
         std::vector<std::uint32_t> order(m);

@@ -2,7 +2,7 @@
 
     backends()                 {"cpu": {...}, "metal": {...}}: availability and why not
     resolve_backend("auto")    "cpu" | "metal"
-    require_cpu(backend, op)   for operations whose Metal kernels are not wired to the host yet
+    device(backend, op)        None for the CPU, else the Metal kernels the array API runs
 
 "auto" means the CPU: the Metal kernels have been tested on Linux only, through a C++
 emulation of the shipped shader text (tests/test_metal_emu.py), never on a Mac. Until a
@@ -43,8 +43,39 @@ def resolve_backend(backend: str = "auto", op: str = "weightpress") -> str:
     return "metal"
 
 
-def require_cpu(backend: str, op: str) -> None:
-    """Raises unless `backend` resolves to the CPU (the operation has no Metal host path)."""
-    if resolve_backend(backend, op) == "metal":
-        raise NotImplementedError(f"{op}: the Metal kernels for {op} are written and emulation-tested "
-                                  "(metal/README.md) but not yet wired to the host; use backend='cpu'")
+class MetalDevice:
+    """The shipped Metal kernels as the array API calls them (metal/metal_backend.mm through
+    weightpress._core). Each method has the contract of the CPU step it replaces; tests drive
+    the same call sites with a CPU stand-in of this class (tests/test_backends.py)."""
+
+    @staticmethod
+    def histogram_f16(bits):
+        """65,536-bin counts of a uint16 array of fp16 bit patterns."""
+        return _core.metal_histogram_f16(bits)
+
+    @staticmethod
+    def encode_pack(bits, codes, nbits):
+        """codes[bits] packed LSB-first at nbits per element (nbits 8: one code per byte)."""
+        return _core.metal_encode_pack(bits, codes, nbits)
+
+    @staticmethod
+    def pack_bits(values, nbits):
+        return _core.metal_pack_bits(values, nbits)
+
+    @staticmethod
+    def sparsify(values, cut):
+        """(packed mask, kept values) for |w| > cut and w != 0; values fp16 bits or float32."""
+        return _core.metal_sparsify(values, float(cut))
+
+    @staticmethod
+    def quantize(values, rows, cols, block_rows, block_cols, nbits, signed, symmetric):
+        return _core.metal_quantize(values, rows, cols, block_rows, block_cols, nbits, signed, symmetric)
+
+
+METAL = MetalDevice()
+
+
+def device(backend: str, op: str):
+    """None when `backend` resolves to the CPU, else the Metal device (ValueError naming why
+    Metal cannot be used)."""
+    return METAL if resolve_backend(backend, op) == "metal" else None

@@ -9,11 +9,15 @@ from . import _core
 SUPPORTED_NBITS = (1, 2, 3, 4, 6, 8)
 
 
-def pack_bits(values, nbits: int, num_threads: int | None = None) -> np.ndarray:
+def pack_bits(values, nbits: int, num_threads: int | None = None, backend: str = "auto") -> np.ndarray:
     """Packs integers into nbits fields, C order, as coremltools' pack_elements_into_bits.
 
     Signed values (int4 data) are stored as two's-complement fields. Returns uint8 bytes.
+    backend: "auto" (the CPU), "cpu" or "metal" (see weightpress.backends()).
     """
+    from .backends import device
+
+    gpu = device(backend, "pack_bits")
     if nbits not in range(1, 9):
         raise ValueError(f"pack_bits: nbits must be in 1..8, got {nbits}")
     v = np.asarray(values)
@@ -22,6 +26,8 @@ def pack_bits(values, nbits: int, num_threads: int | None = None) -> np.ndarray:
     flat = np.ascontiguousarray(v.reshape(-1)).astype(np.uint8, copy=False) if v.dtype.itemsize == 1 else (
         np.ascontiguousarray(v.reshape(-1)).astype(np.int64) & ((1 << nbits) - 1)
     ).astype(np.uint8)
+    if gpu is not None:
+        return gpu.pack_bits(flat.view(np.uint8), nbits)
     return _core.pack_bits(flat.view(np.uint8), nbits, num_threads or 0)
 
 

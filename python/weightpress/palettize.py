@@ -20,7 +20,7 @@ import numpy as np
 
 from . import _core, rules
 from ._arrays import as_sample_weight, as_weight, kernel_call, normalize_axis, threads_arg
-from .backends import require_cpu
+from .backends import device as backend_device
 from .errors import NotApplicableError
 from .packing import SUPPORTED_NBITS
 
@@ -114,6 +114,17 @@ def _kmeans_scalar(flat, importance, nbits, threads):
     return centroids.astype(flat.dtype)[:, :, None], idx, clusters, float(objective.sum()), float(sse.sum())
 
 
+def _kmeans_scalar_on(device, flat, nbits, threads):
+    """Scalar k-means of fp16 groups with the element passes on `device` (the Metal kernels):
+    histograms there, the exact clustering on the CPU, the indices as a code-table gather
+    there (encode at 8 bits per element). The same result as _kmeans_scalar, bit for bit."""
+    bits = flat.view(np.uint16)
+    counts = np.stack([device.histogram_f16(np.ascontiguousarray(row)) for row in bits])
+    centroids, codes, objective, sse, clusters = _core.palettize_from_histograms(counts, nbits, threads)
+    idx = np.stack([device.encode_pack(np.ascontiguousarray(row), codes[g], 8) for g, row in enumerate(bits)])
+    return centroids.astype(flat.dtype)[:, :, None], idx, clusters, float(objective.sum()), float(sse.sum())
+
+
 def _kmeans_vector(flat, importance, swapped_shape, groups, nbits, cluster_dim, threads):
     points = _vector_points(flat, swapped_shape, groups, cluster_dim).astype(np.float64)
     weights = None
@@ -191,8 +202,12 @@ def palettize_parts(
     backend: str = "auto",
 ) -> "tuple[np.ndarray, LutParts]":
     """The coerced weight and its palettization (the options of weightpress.palettize)."""
-    require_cpu(backend, "palettize")
+    gpu = backend_device(backend, "palettize")
     _check_options(mode, nbits, granularity, group_size, cluster_dim, lut_function, sample_weight)
+    if gpu is not None and not (mode == "kmeans" and cluster_dim == 1 and not enable_per_channel_scale
+                                and sample_weight is None):
+        raise NotImplementedError("palettize: the Metal backend runs scalar k-means without sample_weight or a "
+                                  "per-channel scale; use backend='cpu' for the other modes")
     needs_axis = granularity == "per_grouped_channel" or cluster_dim > 1 or enable_per_channel_scale
     # Scalar k-means finds NaN/Inf in its own histogram/sort pass; the other modes check here.
     scalar_kmeans = mode == "kmeans" and cluster_dim == 1 and not enable_per_channel_scale
@@ -216,7 +231,11 @@ def palettize_parts(
     flat_importance = _groups_view(importance, axis, groups) if importance is not None else None
     objective = kernel_sse = None
     clusters = None
-    if mode == "kmeans" and cluster_dim == 1:
+    if mode == "kmeans" and cluster_dim == 1 and gpu is not None and w.dtype == np.float16:
+        lut, idx, clusters, objective, sse = kernel_call(lambda: _kmeans_scalar_on(gpu, flat, nbits, threads), w,
+                                                         "palettize")
+        kernel_sse = sse
+    elif mode == "kmeans" and cluster_dim == 1:
         lut, idx, clusters, objective, sse = kernel_call(
             lambda: _kmeans_scalar(flat, flat_importance, nbits, threads), w, "palettize")
         kernel_sse = sse if scale is None else None

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import _core, rules
 from ._arrays import as_weight, threads_arg
-from .backends import require_cpu
+from .backends import device as backend_device
 from .errors import NotApplicableError
 
 
@@ -39,7 +39,13 @@ def _bits(w):
     return w.view(np.uint16) if w.dtype == np.float16 else w
 
 
-def _sparsify(w, threads, magnitude=None, pruned=None, threshold=0.0):
+def _sparsify(w, threads, magnitude=None, pruned=None, threshold=0.0, gpu=None):
+    if gpu is not None:
+        if magnitude is not None or pruned is not None:
+            raise NotImplementedError("prune: the Metal backend prunes by magnitude or threshold; block and n:m "
+                                      "pruning run on the CPU (backend='cpu')")
+        packed, nonzero = gpu.sparsify(_bits(w).reshape(-1), float(threshold))
+        return packed, np.array(nonzero.view(np.float16) if w.dtype == np.float16 else nonzero)
     mag = _bits(np.ascontiguousarray(magnitude, dtype=w.dtype)) if magnitude is not None else None
     packed, nonzero = _core.sparsify(_bits(w), mag, pruned, float(threshold), threads)
     if w.dtype == np.float16:
@@ -109,7 +115,7 @@ def prune_parts(
     (default 1) are zeroed.
     backend: "auto" (the CPU), "cpu" or "metal" (see weightpress.backends()).
     """
-    require_cpu(backend, "prune")
+    gpu = backend_device(backend, "prune")
     chosen = [name for name, v in (("threshold", threshold), ("target_sparsity", target_sparsity),
                                    ("n_m_ratio", n_m_ratio)) if v is not None]
     if len(chosen) != 1:
@@ -122,7 +128,7 @@ def prune_parts(
             raise ValueError(f"prune: threshold must be a number >= 0, got {threshold!r}")
         if not 0 <= minimum_sparsity_percentile <= 1:
             raise ValueError(f"prune: minimum_sparsity_percentile must be in [0, 1], got {minimum_sparsity_percentile}")
-        packed, nonzero = _sparsify(w, threads, threshold=w.dtype.type(threshold))
+        packed, nonzero = _sparsify(w, threads, threshold=w.dtype.type(threshold), gpu=gpu)
         sparsity = 1.0 - nonzero.size / float(w.size)
         meets = rules.prune_threshold_sparsity(sparsity, minimum_sparsity_percentile) is None
         if not meets:
@@ -152,7 +158,7 @@ def prune_parts(
         # np.percentile of the magnitudes by counting selection; plain magnitude pruning
         # reads |w| straight from the weight (no abs copy)
         cut = _percentile(w if magnitude is None else magnitude, q, threads)
-        packed, nonzero = _sparsify(w, threads, magnitude=magnitude, threshold=cut)
+        packed, nonzero = _sparsify(w, threads, magnitude=magnitude, threshold=cut, gpu=gpu)
         return w, SparseParts(packed, nonzero)
 
     # n:m
@@ -184,5 +190,5 @@ def prune_parts(
         back = [perm.index(i) for i in range(rank)]
         pruned = np.ascontiguousarray(np.transpose(pruned.reshape(moved.shape), axes=back))
     pruned = pruned.reshape(-1)
-    packed, nonzero = _sparsify(w, threads, pruned=pruned)
+    packed, nonzero = _sparsify(w, threads, pruned=pruned, gpu=gpu)
     return w, SparseParts(packed, nonzero)

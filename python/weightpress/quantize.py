@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _core, rules
 from ._arrays import as_weight, check_finite, kernel_call, normalize_axis, threads_arg
-from .backends import resolve_backend
+from .backends import device as backend_device
 from .errors import NotApplicableError
 
 DTYPES = {"int4": (4, True), "uint4": (4, False), "int8": (8, True), "uint8": (8, False)}
@@ -78,7 +78,7 @@ def quantize_parts(
     backend: str = "auto",
 ) -> "tuple[np.ndarray, QuantParts]":
     """The coerced weight and its quantization (the options of weightpress.quantize)."""
-    use_metal = resolve_backend(backend, "quantize") == "metal"
+    gpu = backend_device(backend, "quantize")
     if not isinstance(dtype, str) or dtype.lower() not in DTYPES:
         raise ValueError(f"quantize: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     dtype = dtype.lower()
@@ -98,8 +98,8 @@ def quantize_parts(
     nbits, signed = DTYPES[dtype]
     source = w.view(np.uint16) if w.dtype == np.float16 else w
     threads = threads_arg(num_threads, "quantize")
-    if use_metal:
-        data, scale, offset = _metal_quantize(w, source, blocks, nbits, signed, mode == "linear_symmetric")
+    if gpu is not None:
+        data, scale, offset = _quantize_on(gpu, w, source, blocks, nbits, signed, mode == "linear_symmetric")
     else:
         data, scale, offset = kernel_call(
             lambda: _core.quantize_blockwise(source, blocks, nbits, signed, mode == "linear_symmetric", threads),
@@ -109,7 +109,7 @@ def quantize_parts(
     return w, QuantParts(dtype=dtype, mode=mode, block_sizes=tuple(sizes), data=data, scale=scale, offset=offset)
 
 
-def _metal_quantize(w, source, blocks, nbits, signed, symmetric):
+def _quantize_on(device, w, source, blocks, nbits, signed, symmetric):
     """The Metal kernel sees the weight as axis 0 x (all other axes); blocks must cover every
     axis after the second fully (linear and conv per-block / per-channel / per-tensor do)."""
     check_finite(w, "quantize")
@@ -118,8 +118,8 @@ def _metal_quantize(w, source, blocks, nbits, signed, symmetric):
     rows = w.shape[0]
     cols = w.size // rows
     block_cols = int(np.prod(blocks[1:])) if w.ndim > 1 else 1
-    data, scale, zp = _core.metal_quantize(source.reshape(rows, cols), rows, cols, blocks[0], block_cols, nbits,
-                                           signed, symmetric)
+    data, scale, zp = device.quantize(source.reshape(rows, cols), rows, cols, blocks[0], block_cols, nbits, signed,
+                                      symmetric)
     grid = tuple(n // b for n, b in zip(w.shape, blocks))
     data = data.reshape(w.shape).view(np.int8 if signed else np.uint8)
     scale = scale.reshape(grid)

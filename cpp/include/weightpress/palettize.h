@@ -39,6 +39,13 @@ void palettize_scalar_f32(const float* values, const double* importance, std::si
                           std::size_t group_len, int nbits, int threads,
                           const ScalarPalettizeOutput& out);
 
+// The clustering of palettize_scalar_f16 from per-group histograms counts[G * 65536] (the
+// Metal path counts on the GPU): centroids, objective, sse and clusters as above (out.indices
+// unused), and codes[g * 65536 + p], the cluster of fp16 pattern p in group g (0 where p is
+// absent), from which the indices are a gather.
+void palettize_from_histograms_f16(const std::uint32_t* counts, std::size_t groups, int nbits, int threads,
+                                   const ScalarPalettizeOutput& out, std::uint8_t* codes);
+
 // Optimal objective for 1..max_clusters clusters per group: curve[g*max_clusters + c] is
 // the minimum weighted SSE with c+1 clusters (0 once c+1 >= #distinct values).
 void sse_curve_f16(const std::uint16_t* bits, const double* importance, std::size_t groups,

@@ -18,10 +18,9 @@ void register_pack(py::module_& m) {
             U8 out(static_cast<py::ssize_t>(packed_size(n, nbits)));
             const std::uint8_t* in = values.data();
             std::uint8_t* o = out.mutable_data();
-            {
-                py::gil_scoped_release release;
+            run_cancellable([&] {
                 pack_bits(in, n, nbits, o, threads);
-            }
+            });
             return out;
         },
         py::arg("values"), py::arg("nbits"), py::arg("threads") = 0);
@@ -34,10 +33,9 @@ void register_pack(py::module_& m) {
             U8 out(static_cast<py::ssize_t>(n));
             const std::uint8_t* in = packed.data();
             std::uint8_t* o = out.mutable_data();
-            {
-                py::gil_scoped_release release;
+            run_cancellable([&] {
                 unpack_bits(in, n, nbits, o, threads);
-            }
+            });
             return out;
         },
         py::arg("packed"), py::arg("n"), py::arg("nbits"), py::arg("threads") = 0);

@@ -47,6 +47,23 @@ py::tuple palettize_scalar(py::array data, std::optional<F64> importance, int nb
     return py::make_tuple(centroids, indices, objective, sse, clusters);
 }
 
+py::tuple palettize_from_histograms(py::array_t<std::uint32_t, py::array::c_style> counts, int nbits, int threads) {
+    if (counts.ndim() != 2 || counts.shape(1) != 65536)
+        throw py::value_error("palettize: histograms must be [groups, 65536] uint32");
+    const std::size_t groups = counts.shape(0);
+    const std::size_t K = std::size_t(1) << nbits;
+    F64 centroids({groups, K});
+    F64 objective(groups), sse(groups);
+    py::array_t<std::int32_t> clusters(groups);
+    py::array_t<std::uint8_t> codes({groups, std::size_t(65536)});
+    ScalarPalettizeOutput out{centroids.mutable_data(), nullptr, objective.mutable_data(), sse.mutable_data(),
+                              clusters.mutable_data()};
+    const std::uint32_t* c = counts.data();
+    std::uint8_t* cp = codes.mutable_data();
+    run_cancellable([&] { palettize_from_histograms_f16(c, groups, nbits, threads, out, cp); });
+    return py::make_tuple(centroids, codes, objective, sse, clusters);
+}
+
 F64 sse_curve(py::array data, std::optional<F64> importance, int max_clusters, int threads) {
     if (data.ndim() != 2) throw py::value_error("sse_curve: expected a [groups, group_len] array");
     const std::size_t groups = data.shape(0), len = data.shape(1);
@@ -135,6 +152,10 @@ void register_palettize(py::module_& m) {
           py::arg("threads") = 0,
           "Optimal scalar k-means per group -> (centroids f64 [G,K], indices u8 [G,L], objective [G], "
           "sse [G], clusters [G])");
+    m.def("palettize_from_histograms", &palettize_from_histograms, py::arg("counts"), py::arg("nbits"),
+          py::arg("threads") = 0,
+          "The clustering of palettize_scalar from fp16 histograms [G, 65536] -> (centroids, codes [G, 65536], "
+          "objective, sse, clusters)");
     m.def("kmeans1d_sorted", &kmeans1d_sorted, py::arg("x"), py::arg("w"), py::arg("k"), py::arg("threads") = 1,
           "Exact weighted 1-D k-means of strictly increasing x -> (starts u32 [k+1], centroids f64 [k])");
     m.def("kmeans1d_solve", &kmeans1d_solve, py::arg("x"), py::arg("w"), py::arg("k"), py::arg("method") = "auto",

@@ -36,10 +36,9 @@ py::tuple run_sparsify(py::array weight, std::optional<py::array> magnitude, std
     T* nz = nonzero.mutable_data();
     const T* wp = w.data();
     std::size_t count;
-    {
-        py::gil_scoped_release release;
+    run_cancellable([&] {
         count = fn(wp, n, mag, p, threshold, threads, pk, nz);
-    }
+    });
     return py::make_tuple(packed, nonzero[py::slice(0, static_cast<py::ssize_t>(count), 1)]);
 }
 
@@ -69,16 +68,14 @@ void register_prune(py::module_& m) {
                 py::array_t<std::uint16_t> out(static_cast<py::ssize_t>(ks.size()));
                 const std::uint16_t* mp = m.data();
                 std::uint16_t* o = out.mutable_data();
-                py::gil_scoped_release release;
-                order_statistics_f16(mp, n, ks.data(), ks.size(), threads, o);
+                run_cancellable([&] { order_statistics_f16(mp, n, ks.data(), ks.size(), threads, o); });
                 return std::move(out);
             }
             auto m = magnitude.cast<py::array_t<float, py::array::c_style>>();
             py::array_t<float> out(static_cast<py::ssize_t>(ks.size()));
             const float* mp = m.data();
             float* o = out.mutable_data();
-            py::gil_scoped_release release;
-            order_statistics_f32(mp, n, ks.data(), ks.size(), o);
+            run_cancellable([&] { order_statistics_f32(mp, n, ks.data(), ks.size(), o); });
             return std::move(out);
         },
         py::arg("magnitude"), py::arg("ks"), py::arg("threads") = 0);
@@ -93,16 +90,14 @@ void register_prune(py::module_& m) {
                 py::array_t<std::uint16_t> out(weight.size());
                 const std::uint16_t* wp = w.data();
                 std::uint16_t* o = out.mutable_data();
-                py::gil_scoped_release release;
-                block_magnitude_f16(wp, outer, channel, inner, block, threads, o);
+                run_cancellable([&] { block_magnitude_f16(wp, outer, channel, inner, block, threads, o); });
                 return std::move(out);
             }
             auto w = weight.cast<py::array_t<float, py::array::c_style>>();
             py::array_t<float> out(weight.size());
             const float* wp = w.data();
             float* o = out.mutable_data();
-            py::gil_scoped_release release;
-            block_magnitude_f32(wp, outer, channel, inner, block, threads, o);
+            run_cancellable([&] { block_magnitude_f32(wp, outer, channel, inner, block, threads, o); });
             return std::move(out);
         },
         py::arg("weight"), py::arg("outer"), py::arg("channel"), py::arg("inner"), py::arg("block"),
@@ -117,12 +112,10 @@ void register_prune(py::module_& m) {
             std::uint8_t* out = pruned.mutable_data();
             if (bits.dtype().is(py::dtype::of<std::uint16_t>())) {
                 const auto* p = static_cast<const std::uint16_t*>(bits.data());
-                py::gil_scoped_release release;
-                nm_prune_mask_f16(p, rows, channel, n, m_, threads, out);
+                run_cancellable([&] { nm_prune_mask_f16(p, rows, channel, n, m_, threads, out); });
             } else if (bits.dtype().is(py::dtype::of<std::uint32_t>())) {
                 const auto* p = static_cast<const std::uint32_t*>(bits.data());
-                py::gil_scoped_release release;
-                nm_prune_mask_f32(p, rows, channel, n, m_, threads, out);
+                run_cancellable([&] { nm_prune_mask_f32(p, rows, channel, n, m_, threads, out); });
             } else {
                 throw py::type_error("prune: n:m expects fp16 (uint16) or fp32 (uint32) bit patterns");
             }

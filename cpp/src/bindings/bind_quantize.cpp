@@ -41,10 +41,9 @@ void register_quantize(py::module_& m) {
                 py::array_t<std::uint16_t> scale(grid);
                 const std::uint16_t* wp = w.data();
                 std::uint16_t* sp = scale.mutable_data();
-                {
-                    py::gil_scoped_release release;
+                run_cancellable([&] {
                     quantize_f16(wp, spec, threads, d, sp, z);
-                }
+                });
                 return py::tuple(py::make_tuple(data, scale, has_zp ? py::object(zp) : py::none()));
             }
             if (weight.dtype().is(py::dtype::of<float>())) {
@@ -52,10 +51,9 @@ void register_quantize(py::module_& m) {
                 py::array_t<float> scale(grid);
                 const float* wp = w.data();
                 float* sp = scale.mutable_data();
-                {
-                    py::gil_scoped_release release;
+                run_cancellable([&] {
                     quantize_f32(wp, spec, threads, d, sp, z);
-                }
+                });
                 return py::tuple(py::make_tuple(data, scale, has_zp ? py::object(zp) : py::none()));
             }
             throw py::type_error("quantize: expected uint16 (fp16 bits) or float32 weight");
