@@ -57,3 +57,23 @@ def test_half_from_double_matches_numpy():
     halves = np.arange(0, 0x7BFF, dtype=np.uint16).view(np.float16).astype(np.float64)
     values = np.concatenate([values, (halves[:-1] + halves[1:]) / 2, -(halves[:-1] + halves[1:]) / 2])
     assert np.array_equal(_core.half_from_double(values), values.astype(np.float16).view(np.uint16))
+
+
+def test_one_fp16_toolkit_every_cpu_path_agrees():
+    """The CPU's fp16 fast paths (the quantizer's decode table and branch-free rounding, the
+    double conversions) against the shared bit-exact helpers of kernels/half_float.h that
+    the Metal kernels use: every half pattern, and floats around every rounding boundary."""
+    halves = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    finite = halves[np.isfinite(halves)].astype(np.float32)
+    bits = finite.view(np.uint32)
+    # each half, the floats just around it and the midpoints to its neighbours (ties)
+    near = np.concatenate([finite, (bits + 1).view(np.float32), (bits - 1).view(np.float32)])
+    ordered = np.sort(finite.astype(np.float64))
+    mids = ((ordered[1:] + ordered[:-1]) / 2).astype(np.float32)
+    extremes = np.array([65504, 65519.99, 65520, 65536, 1e30, -1e30, np.inf, -np.inf, np.nan, 2.0 ** -25,
+                         2.0 ** -24 * 1.5, -(2.0 ** -26), 0.0, -0.0], np.float32)
+    rng = np.random.default_rng(0)
+    random = np.concatenate([rng.standard_normal(200000), rng.standard_normal(50000) * 1e4,
+                             rng.standard_normal(50000) * 1e-6]).astype(np.float32)
+    samples = np.concatenate([near, mids, np.nextafter(mids, np.float32(np.inf)), extremes, random])
+    assert _core.check_fp16_paths(samples) == 0

@@ -8,8 +8,8 @@
 namespace weightpress {
 namespace {
 
-// A chunk of 8*1024 elements always starts on a byte boundary for every nbits, so chunks
-// are independent and the result does not depend on the thread count.
+// A chunk of 8 * 65536 elements (a multiple of 8) always starts on a byte boundary for every
+// nbits, so chunks are independent and the result does not depend on the thread count.
 constexpr std::size_t kChunkElems = 8 * 65536;
 
 void pack_range(const std::uint8_t* v, std::size_t n, int nbits, std::uint8_t* out) {

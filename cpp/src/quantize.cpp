@@ -15,57 +15,17 @@ namespace weightpress {
 namespace {
 
 // ---------------------------------------------------------------- fp16 emulation
-
-const float* half_table() {
-    static const float* table = [] {
-        static float values[65536];
-        for (std::uint32_t h = 0; h < 65536; ++h) values[h] = static_cast<float>(half_to_double(static_cast<std::uint16_t>(h)));
-        return values;
-    }();
-    return table;
-}
+// (the shared toolkit: weightpress/half.h over kernels/half_float.h)
 
 // Filled once at load time, so the hot loops read it without a static-init guard.
 const float* const kHalfTable = half_table();
 
-inline float half_bits_to_float(std::uint16_t h) { return kHalfTable[h]; }
-
-// Rounds a float to the nearest half-precision value (ties to even), returned as float.
-// Fast path for the normal half range; everything else (subnormals, overflow, NaN) goes
-// through the exact double -> half conversion.
-inline float round_half(float x) {
-    std::uint32_t u;
-    std::memcpy(&u, &x, sizeof u);
-    const std::uint32_t exponent = (u >> 23) & 0xff;
-    if (exponent >= 113 && exponent <= 141) {  // 2^-14 <= |x| < 2^15
-        const std::uint32_t rounded = (u + 0xfff + ((u >> 13) & 1)) & ~0x1fffu;
-        float r;
-        std::memcpy(&r, &rounded, sizeof r);
-        if (std::fabs(r) <= 65504.0f) return r;
-    }
-    return half_bits_to_float(half_from_double(static_cast<double>(x)));
-}
-
-// The weight's arithmetic: `round` is round_half for fp16, identity for fp32.
-// In-place fp16 rounding for the normal range; returns 1 (value untouched) when the exact
-// slow path is needed.
-inline std::uint32_t round_half_fast(float& x) {
-    std::uint32_t u;
-    std::memcpy(&u, &x, sizeof u);
-    const std::uint32_t exponent = (u >> 23) & 0xff;
-    const std::uint32_t rounded = (u + 0xfff + ((u >> 13) & 1)) & ~0x1fffu;
-    // 2^-14 <= |x| < 65520 (values that round to at most 65504)
-    const std::uint32_t ok = (exponent >= 113) & ((u & 0x7fffffffu) < 0x477ff000u);
-    if (ok) std::memcpy(&x, &rounded, sizeof x);
-    return ok ^ 1u;
-}
-
 struct Half {
     static constexpr bool kIsHalf = true;
     static std::uint32_t round_fast(float& x) { return round_half_fast(x); }
-    static float load(std::uint16_t h) { return half_bits_to_float(h); }
-    static float round(float x) { return round_half(x); }
-    static std::uint16_t store(float x) { return half_from_double(static_cast<double>(x)); }
+    static float load(std::uint16_t h) { return kHalfTable[h]; }
+    static float round(float x) { return wp::round_half(x); }
+    static std::uint16_t store(float x) { return static_cast<std::uint16_t>(wp::half_bits(wp::round_half(x))); }
 };
 struct Single {
     static constexpr bool kIsHalf = false;
@@ -74,15 +34,6 @@ struct Single {
     static float round(float x) { return x; }
     static float store(float x) { return x; }
 };
-
-// Round half to even to an integer (np.rint) without a libm call: baseline x86-64 has no
-// roundss, so std::nearbyint is an out-of-line call per element. Adding and subtracting 2^23
-// rounds |x| < 2^23 in the default rounding mode; larger values, Inf and NaN pass through.
-inline float rint_even(float x) {
-    const float a = std::fabs(x);
-    if (!(a < 8388608.0f)) return x;
-    return std::copysign((a + 8388608.0f) - 8388608.0f, x);
-}
 
 // Multi-versioned on x86-64 Linux (see kmeans1d.cpp): IEEE operations round the same at
 // every vector width and contraction is off, so the clones are bit-identical.
@@ -116,8 +67,9 @@ inline void quantize_run_impl(const In* w, std::size_t len, float scale, float z
                 if (slow[i]) x[i] = T::round(x[i]);
         std::uint8_t* dst = data + t0;
         for (std::size_t i = 0; i < m; ++i) {
-            // Exactly rint below 2^23 (so for every half value), +-Inf and NaN; larger fp32
-            // values may come out differently but stay far outside the clip range.
+            // wp::rint_even without its |x| < 2^23 branch (so the loop vectorises): exactly rint
+            // below 2^23 (every half value), +-Inf and NaN; larger fp32 values may come out
+            // differently but stay far outside the clip range.
             const float a = std::fabs(x[i]);
             float q = std::copysign((a + 8388608.0f) - 8388608.0f, x[i]) + zp;
             q = q == q ? q : 0.0f;
@@ -171,22 +123,11 @@ void for_each_run(const QuantizeSpec& s, std::size_t b, F&& f) {
     }
 }
 
-void quant_range(const QuantizeSpec& s, float& qmin, float& qmax) {
-    const int levels = 1 << s.nbits;
-    if (s.is_signed) {
-        qmin = static_cast<float>(-levels / 2 + (s.symmetric ? 1 : 0));
-        qmax = static_cast<float>(levels / 2 - 1);
-    } else {
-        qmin = 0;
-        qmax = static_cast<float>(levels - 1 - (s.symmetric ? 1 : 0));
-    }
-}
-
 template <typename T, typename In, typename Out>
 void quantize_impl(const In* w, const QuantizeSpec& s, int threads, std::uint8_t* data, Out* scale_out,
                    std::uint8_t* zp_out) {
-    float qmin, qmax;
-    quant_range(s, qmin, qmax);
+    const wp::QuantRange range = wp::quant_range(static_cast<uint32_t>(s.nbits), s.is_signed, s.symmetric);
+    const float qmin = range.qmin, qmax = range.qmax;
     const bool has_zp = !(s.is_signed && s.symmetric);
     const std::size_t blocks = quantize_block_count(s);
     parallel_for(blocks, threads, [&](int, std::size_t b) {

@@ -16,7 +16,7 @@ imported only for those conversions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Callable, ClassVar, Dict, Mapping, Optional, Tuple, Union
 
 from .errors import ConfigError
@@ -91,9 +91,6 @@ class _OpConfig:
 
     def _coremltools_options(self):
         return self.options()
-
-    def with_weight_threshold(self, weight_threshold: int):
-        return replace(self, weight_threshold=weight_threshold)
 
     def _check_weight_threshold(self, kind):
         object.__setattr__(self, "weight_threshold", _int(self.weight_threshold, "weight_threshold", kind, 0))

@@ -78,13 +78,13 @@ def choose_target(model_version: int, target: Optional[str]) -> "tuple[int, Opti
 def check_output(input_path: str, output: str, overwrite: bool) -> None:
     if not str(output).endswith(".mlpackage"):
         raise ConfigError(f"{output}: the output must be an .mlpackage")
-    if os.path.lexists(output) and not overwrite:
-        raise ConfigError(f"{output} exists (use --force to overwrite)")
     src, dst = os.path.realpath(input_path), os.path.realpath(output)
     if dst == src:
         raise ConfigError("the output must differ from the input (the input is never modified)")
     if dst.startswith(src.rstrip(os.sep) + os.sep):
         raise ConfigError(f"{output} lies inside the input package {input_path}; the input is never modified")
+    if os.path.lexists(output) and not overwrite:
+        raise ConfigError(f"{output} exists (use --force to overwrite)")
 
 
 def compress_model(input: str, output: str, config, *, target: Optional[str] = None, engine: str = "auto",

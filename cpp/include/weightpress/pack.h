@@ -2,6 +2,7 @@
 // PackUInt8Span): elements form one LSB-first bit stream; element i occupies stream bits
 // [i*nbits, (i+1)*nbits), stream bit b is bit (b % 8) of byte b / 8; the last byte is
 // zero-padded. Signed values are packed as their two's-complement low nbits.
+// (docs/formats.md, "Bit packing")
 #pragma once
 
 #include <cstddef>

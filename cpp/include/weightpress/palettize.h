@@ -1,7 +1,8 @@
 // Scalar (cluster_dim == 1) k-means palettization of independent groups.
 //
 // Input: G groups of L contiguous elements (the caller has already swapped the channel
-// axis to the front and split it into groups, as coremltools does), either fp16 bit
+// axis to the front and split it into groups, as coremltools does: docs/formats.md,
+// "Palettization"), either fp16 bit
 // patterns or fp32 values, optional per-element importance (>= 0).
 // Per group: the distinct values are collected (fp16: one histogram over the 65,536 bit
 // patterns; fp32: sort + unique), clustered optimally by kmeans1d_optimal into

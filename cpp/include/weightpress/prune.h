@@ -1,4 +1,4 @@
-// Pruning kernels (reference: coremltools-formats.md 3.3 and 5).
+// Pruning kernels (docs/formats.md, "Pruning" and "Bit packing").
 //
 // sparsify_*: one pass that decides which elements survive, packs the mask LSB-first
 // (numpy packbits(bitorder="little")) and gathers the surviving values in C order.

@@ -1,5 +1,5 @@
 // Blockwise linear quantization, bit-identical to coremltools 9.0's
-// optimize/_utils.py::compute_qparams_by_dtype (reference: coremltools-formats.md 3.1).
+// optimize/_utils.py::compute_qparams_by_dtype (docs/formats.md, "Linear quantization").
 //
 // Layout: an N-D weight (rank <= 8) of shape `shape`, split into blocks of `block` elements
 // per axis (block[a] divides shape[a]; block[a] == shape[a] means the whole axis). Blocks

@@ -1,6 +1,7 @@
 #include <pybind11/numpy.h>
 
 #include "bindings.h"
+#include "weightpress/half.h"
 #include "weightpress/pack.h"
 
 namespace py = pybind11;
@@ -39,6 +40,12 @@ void register_pack(py::module_& m) {
             return out;
         },
         py::arg("packed"), py::arg("n"), py::arg("nbits"), py::arg("threads") = 0);
+    m.def(
+        "check_fp16_paths",
+        [](py::array_t<float, py::array::c_style | py::array::forcecast> samples) {
+            return check_fp16_paths(samples.data(), static_cast<std::size_t>(samples.size()));
+        },
+        "Mismatches between the CPU's fp16 fast paths and the shared bit-exact helpers (0 expected)");
 }
 
 }  // namespace weightpress::bindings

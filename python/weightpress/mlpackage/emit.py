@@ -3,7 +3,7 @@
 iOS16/17 programs carry an op's parameters as attributes; iOS18+ programs as inputs, which
 lets one constexpr op feed another. Names follow coremltools: the op replacing const C is
 C_palettized / C_quantized / C_sparsified, and with a per-channel scale the scale op is
-C_palettized_pcs (reference: coremltools-formats.md 4). Every value goes to weight.bin or
+C_palettized_pcs (docs/formats.md, "The constexpr ops"). Every value goes to weight.bin or
 inline by coremltools' rule (values.make_value).
 """
 

@@ -2,7 +2,8 @@
 
 A package is a directory with Manifest.json listing items (path under Data/, author, name);
 rootModelIdentifier names the model spec item. coremltools writes the weights as the item
-"weights" (a directory holding weight.bin) by author com.apple.CoreML.
+"weights" (a directory holding weight.bin) by author com.apple.CoreML (docs/formats.md,
+"The .mlpackage directory").
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Which consts coremltools 9.0 compresses, with which config, along which axes.
 
-A port of the selection logic of optimize/coreml/_quantization_passes.py
+A port (docs/formats.md, "Which consts are compressed") of the selection logic of
+optimize/coreml/_quantization_passes.py
 (AbstractCompressionPass.need_compress_const and each pass's transform_op guards),
 _config.py (OptimizationConfig._get_const_op_config) and optimize/_utils.py
 (select_input_output_channel_axis, infer_block_sizes) onto the protobuf program, so the

@@ -1,6 +1,6 @@
 // LUT encoding fused with sub-byte packing, one output byte per call: byte j holds stream
 // bits [8j, 8j + 8) of the LSB-first stream in which element e occupies bits
-// [e * nbits, (e + 1) * nbits) (Core ML's packing; elements may straddle bytes for 3 and 6
+// [e * nbits, (e + 1) * nbits) (Core ML's packing, docs/formats.md; elements may straddle bytes for 3 and 6
 // bits). Every byte is computed independently, so any thread count gives the same bytes.
 #pragma once
 

@@ -1,5 +1,5 @@
 // Blockwise linear quantization, bit-identical to coremltools 9.0's compute_qparams_by_dtype
-// (see weightpress/quantize.h for the formulas): the per-block parameters from the block's
+// (see weightpress/quantize.h and docs/formats.md, "Linear quantization", for the formulas): the per-block parameters from the block's
 // min and max, then every element. fp16 arithmetic is emulated per operation (round_half).
 // The CPU backend (cpp/src/quantize.cpp) computes its block parameters with block_qparams.
 #pragma once

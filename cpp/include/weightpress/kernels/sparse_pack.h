@@ -1,7 +1,7 @@
 // Pruning's outputs in two passes: the mask bytes (bit b of byte j = element 8j + b is kept,
 // LSB-first as numpy's packbits little) with their population counts, then, after an
 // exclusive scan of the counts, the kept values gathered in C order. Kept = not zero and
-// |w| > cut (ties at the cut are pruned, as coremltools).
+// |w| > cut (ties at the cut are pruned, as coremltools; docs/formats.md, "Pruning").
 #pragma once
 
 #include "half_float.h"
