@@ -104,17 +104,7 @@ def prune_parts(
     num_threads: Optional[int] = None,
     backend: str = "auto",
 ) -> "tuple[np.ndarray, SparseParts]":
-    """Prunes one weight (numpy array or torch tensor, float16 or float32).
-
-    Exactly one of: threshold=T (|w| <= T pruned, compared in the weight's dtype; when the
-    resulting sparsity is below minimum_sparsity_percentile coremltools skips the weight:
-    the result says so in .meets_minimum_sparsity and a warning is issued);
-    target_sparsity=s in [0, 1] (magnitude pruning at numpy's percentile, ties at the
-    threshold pruned; block_size=b ranks blocks of b channels along dim (default 0) by L2
-    norm); n_m_ratio=(n, m): the n smallest of every m consecutive elements along dim
-    (default 1) are zeroed.
-    backend: "auto" (the CPU), "cpu" or "metal" (see weightpress.backends()).
-    """
+    """The coerced weight and its pruning (the options of weightpress.prune)."""
     gpu = backend_device(backend, "prune")
     chosen = [name for name, v in (("threshold", threshold), ("target_sparsity", target_sparsity),
                                    ("n_m_ratio", n_m_ratio)) if v is not None]

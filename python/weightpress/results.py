@@ -449,6 +449,20 @@ def _prune_values(values: np.ndarray, options: dict, chain: str) -> PruneResult:
 # ---------------------------------------------------------------- joint results
 
 
+class _QuantizedParams:
+    """scale and offset of a joint result that keeps a QuantizeResult as `quantized`."""
+
+    quantized: QuantizeResult
+
+    @property
+    def scale(self) -> np.ndarray:
+        return self.quantized.scale
+
+    @property
+    def offset(self) -> Optional[np.ndarray]:
+        return self.quantized.offset
+
+
 class QuantizedLutResult(CompressedWeight):
     """palettize -> quantize: the palettization with its LUT stored as integers.
 
@@ -555,7 +569,7 @@ class SparsePalettizeResult(CompressedWeight):
         return f"SparsePalettizeResult({self.chain}, shape={self.shape}, nbits={self.nbits})"
 
 
-class SparseQuantizeResult(CompressedWeight):
+class SparseQuantizeResult(_QuantizedParams, CompressedWeight):
     """prune -> quantize or quantize -> prune: constexpr_sparse_blockwise_shift_scale parts.
 
     data_mask     bool, the weight's shape (True = stored)
@@ -568,14 +582,6 @@ class SparseQuantizeResult(CompressedWeight):
         self.data_mask = mask
         self.quantized = quantized
         self.chain = chain
-
-    @property
-    def scale(self) -> np.ndarray:
-        return self.quantized.scale
-
-    @property
-    def offset(self) -> Optional[np.ndarray]:
-        return self.quantized.offset
 
     @cached_property
     def nonzero_data(self) -> np.ndarray:
@@ -602,7 +608,7 @@ class SparseQuantizeResult(CompressedWeight):
         return f"SparseQuantizeResult({self.chain}, shape={self.shape}, dtype={self.quantized.dtype!r})"
 
 
-class PalettizedQuantizeResult(CompressedWeight):
+class PalettizedQuantizeResult(_QuantizedParams, CompressedWeight):
     """quantize -> palettize: the integer data palettized, the LUT in the data's dtype.
 
     quantized   the QuantizeResult (scale, offset); its integer data is what was clustered
@@ -624,14 +630,6 @@ class PalettizedQuantizeResult(CompressedWeight):
     @property
     def indices(self) -> np.ndarray:
         return self.palettized.indices
-
-    @property
-    def scale(self) -> np.ndarray:
-        return self.quantized.scale
-
-    @property
-    def offset(self) -> Optional[np.ndarray]:
-        return self.quantized.offset
 
     @cached_property
     def palettized_data(self) -> np.ndarray:

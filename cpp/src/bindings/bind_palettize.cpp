@@ -85,26 +85,9 @@ F64 sse_curve(py::array data, std::optional<F64> importance, int max_clusters, i
 }
 
 // One exact k-means over strictly increasing values with positive weights (the contract of
-// kmeans1d.h), for the drop-in replacement of coremltools' kmeans1d.cluster.
-py::tuple kmeans1d_sorted(F64 x, F64 w, std::size_t k, int threads) {
-    const std::size_t n = static_cast<std::size_t>(x.size());
-    if (static_cast<std::size_t>(w.size()) != n) throw py::value_error("kmeans1d: x and w differ in length");
-    if (k < 1 || k > n) throw py::value_error("kmeans1d: k must be in [1, n]");
-    py::array_t<std::uint32_t> starts(k + 1);
-    py::array_t<double> centroids(k);
-    const double* xp = x.data();
-    const double* wp = w.data();
-    std::uint32_t* sp = starts.mutable_data();
-    double* cp = centroids.mutable_data();
-    run_cancellable([&] {
-        KMeans1DScratch scratch;
-        kmeans1d_optimal(xp, wp, n, k, sp, cp, scratch, nullptr, threads < 1 ? 1 : threads);
-    });
-    return py::make_tuple(starts, centroids);
-}
-
-// The same with the solver chosen and what it did: for tests and benchmarks.
-py::tuple kmeans1d_solve(F64 x, F64 w, std::size_t k, const std::string& method) {
+// kmeans1d.h), for the drop-in replacement of coremltools' kmeans1d.cluster, with the solver
+// chosen (tests and benchmarks) and what it did.
+py::tuple kmeans1d_solve(F64 x, F64 w, std::size_t k, const std::string& method, int threads) {
     const std::size_t n = static_cast<std::size_t>(x.size());
     if (static_cast<std::size_t>(w.size()) != n) throw py::value_error("kmeans1d: x and w differ in length");
     if (k < 1 || k > n) throw py::value_error("kmeans1d: k must be in [1, n]");
@@ -124,7 +107,7 @@ py::tuple kmeans1d_solve(F64 x, F64 w, std::size_t k, const std::string& method)
     KMeans1DStats stats;
     run_cancellable([&] {
         KMeans1DScratch scratch;
-        kmeans1d_optimal(xp, wp, n, k, sp, cp, scratch, nullptr, 1, m, &stats);
+        kmeans1d_optimal(xp, wp, n, k, sp, cp, scratch, nullptr, threads < 1 ? 1 : threads, m, &stats);
     });
     py::dict info;
     info["windowed"] = stats.windowed;
@@ -156,10 +139,10 @@ void register_palettize(py::module_& m) {
           py::arg("threads") = 0,
           "The clustering of palettize_scalar from fp16 histograms [G, 65536] -> (centroids, codes [G, 65536], "
           "objective, sse, clusters)");
-    m.def("kmeans1d_sorted", &kmeans1d_sorted, py::arg("x"), py::arg("w"), py::arg("k"), py::arg("threads") = 1,
-          "Exact weighted 1-D k-means of strictly increasing x -> (starts u32 [k+1], centroids f64 [k])");
     m.def("kmeans1d_solve", &kmeans1d_solve, py::arg("x"), py::arg("w"), py::arg("k"), py::arg("method") = "auto",
-          "kmeans1d_sorted with the solver chosen (auto, full, windowed) -> (starts, centroids, stats dict)");
+          py::arg("threads") = 1,
+          "Exact weighted 1-D k-means of strictly increasing x (solver auto, full or windowed) -> (starts u32 [k+1], "
+          "centroids f64 [k], stats dict)");
     m.def("kmeans1d_running_means", &kmeans1d_running_means_py, py::arg("x"), py::arg("w"), py::arg("starts"),
           "kmeans1d's incremental centroids of sorted raw points for a partition given by starts [k+1]");
     m.def("sse_curve", &sse_curve, py::arg("data"), py::arg("importance"), py::arg("max_clusters"),

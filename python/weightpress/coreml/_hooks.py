@@ -100,7 +100,7 @@ def kmeans1d_cluster(array, k, *, weights=None):
     if values.size < k:
         return original(array, k, weights=weights)
     counts = np.bincount(inverse, weights=w, minlength=values.size).astype(np.float64)
-    starts, centroids = _core.kmeans1d_sorted(values, counts, k)
+    starts, centroids, _ = _core.kmeans1d_solve(values, counts, k)
     value_labels = np.repeat(np.arange(k), np.diff(starts.astype(np.int64)))
     labels = value_labels[inverse]
     if values.size < x.size:
