@@ -225,10 +225,10 @@ def test_force_overwrites_atomically(packages, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.mlpackage"]
 
 
-def test_ctrl_c_stops_quickly_and_leaves_nothing(ct, tmp_path):
-    """A long job (exact 8-bit k-means of a 4096x4096 fp32 weight, 16.7M distinct values, takes
-    several seconds): SIGINT stops it within a couple of seconds, exit code 130, no output, no
-    temporaries."""
+@pytest.fixture(scope="module")
+def big_fp32_package(ct, tmp_path_factory):
+    """A long job: exact 8-bit k-means of a 4096x4096 fp32 weight (16.7M distinct values)
+    takes several seconds."""
     from coremltools.converters.mil.mil import Builder as mb
     from coremltools.converters.mil.mil import types
 
@@ -238,20 +238,76 @@ def test_ctrl_c_stops_quickly_and_leaves_nothing(ct, tmp_path):
     def prog(x):
         return mb.linear(x=x, weight=w, name="big")
 
-    src = tmp_path / "big.mlpackage"
+    src = tmp_path_factory.mktemp("big") / "big.mlpackage"
     ct.convert(prog, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS18,
                compute_precision=ct.precision.FLOAT32).save(str(src))
-    out = tmp_path / "o.mlpackage"
+    return src
+
+
+def _start_long_job(src, out):
     proc = subprocess.Popen([sys.executable, "-m", "weightpress.cli", "compress", str(src), "-o", str(out),
                              "--palettize", "8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stderr.readline()
     while line and not line.startswith("compressing"):
         line = proc.stderr.readline()
     time.sleep(1.5)
+    return proc
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 128 + signal.SIGTERM),
+                                      (signal.SIGHUP, 128 + signal.SIGHUP)])
+def test_signals_stop_quickly_and_leave_nothing(big_fp32_package, tmp_path, sig, code):
+    """Ctrl-C, kill (SIGTERM) and a closed terminal (SIGHUP) all stop a long job within a
+    couple of seconds, with 128 + the signal number, no output and no staged directory."""
+    proc = _start_long_job(big_fp32_package, tmp_path / "o.mlpackage")
     sent = time.monotonic()
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     proc.wait(timeout=60)
     stopped = time.monotonic() - sent
-    assert proc.returncode == 130, proc.stderr.read()
+    assert proc.returncode == code, proc.stderr.read()
     assert stopped < 5, stopped
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.mlpackage"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_staging_left_by_a_killed_run_is_removed_by_the_next(big_fp32_package, packages, tmp_path):
+    proc = _start_long_job(big_fp32_package, tmp_path / "o.mlpackage")
+    proc.kill()  # kill -9: no chance to clean up
+    proc.wait(timeout=60)
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and ".o.weightpress-tmp-" in left[0]  # what a power loss leaves
+    live = tmp_path / f".o.weightpress-tmp-{os.getpid()}-0000abcd.mlpackage"  # another run, still alive
+    live.mkdir()
+    r = run_cli("compress", packages["iOS18"], "-o", tmp_path / "o.mlpackage", "--quantize", "int8")
+    assert r.returncode == 0, r.stderr
+    assert "left staged by an interrupted run" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "o.mlpackage"])
+
+
+def _run_with_file_size_limit(limit, *args):
+    import resource
+
+    def limit_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run([sys.executable, "-m", "weightpress.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=600, preexec_fn=limit_files)
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(packages, tmp_path):
+    r = _run_with_file_size_limit(64 << 10, "compress", packages["iOS18"], "-o", tmp_path / "o.mlpackage",
+                                  "--quantize", "int8")
+    msg = _error(r)
+    assert "cannot write" in msg and "o.mlpackage" in msg and "MB free" in msg and "needs up to" in msg
+    assert list(tmp_path.iterdir()) == []
+    # a real full file system, where this machine lets the tests mount one
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        return
+    try:
+        msg = _error(run_cli("compress", packages["iOS18"], "-o", mnt / "o.mlpackage", "--quantize", "int8"))
+        assert "No space left on device" in msg and "MB free" in msg
+        assert list(mnt.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(mnt)])

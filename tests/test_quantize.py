@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from coreml_oracle import constexpr_value
+import weightpress as wp
 from weightpress import quantize
 
 
@@ -31,7 +32,9 @@ def assert_identical(r, ref):
 @pytest.mark.parametrize("granularity", ["per_tensor", "per_channel", "per_block"])
 def test_identical_to_coremltools(wdtype, dtype, mode, granularity):
     rng = np.random.default_rng(hash((wdtype.__name__, dtype, mode, granularity)) % 2**32)
-    for scale in (1e-6, 0.02, 3.0, 2000.0):
+    # the largest scale keeps every fp16 block's range below 65504 (an overflowing range is refused:
+    # test_a_scale_that_overflows_is_refused_not_written)
+    for scale in (1e-6, 0.02, 3.0, 900.0 if wdtype == np.float16 else 2000.0):
         w = (rng.standard_normal((24, 96)) * scale).astype(wdtype)
         w[0] = 0  # all-zero channel / blocks: 0/0
         w[1, :32] = -0.0
@@ -56,16 +59,26 @@ def test_conv_and_tuple_blocks_and_other_axes(dtype):
 
 
 def test_fp16_edge_cases_underflow_and_overflow():
-    w = np.zeros((6, 16), np.float16)
+    w = np.zeros((3, 16), np.float16)
     w[1] = 1e-6  # the scale underflows to 0 in fp16: w / 0 = inf, clipped
     w[2, 0] = -3e-8  # subnormal minimum
-    w[3] = np.linspace(-40000, 40000, 16).astype(np.float16)  # hi - lo overflows fp16
-    w[4] = 65504
-    w[5, ::2] = -65504
     for dtype in ("int8", "uint8", "int4", "uint4"):
         for mode in ("linear_symmetric", "linear"):
             r = quantize(w, dtype, mode=mode)
             assert_identical(r, ct_qparams(w, dtype, mode, r.block_sizes))
+    # rows whose hi - lo overflows fp16: coremltools writes an inf scale (NaN after
+    # decompression); weightpress refuses them (test_a_scale_that_overflows_is_refused_not_written)
+    for row in (np.linspace(-40000, 40000, 16), np.full(16, 65504.0), np.tile([-65504.0, 0.0], 8)):
+        w = row.astype(np.float16)[None]
+        for mode in ("linear_symmetric", "linear"):
+            r = max(abs(float(w.min())), float(w.max()))
+            lo, hi = (-r, r) if mode == "linear_symmetric" else (min(0.0, float(w.min())), max(0.0, float(w.max())))
+            if np.isinf(np.float16(hi) - np.float16(lo)):
+                with pytest.raises(wp.NotApplicableError, match="not finite"):
+                    quantize(w, "int8", mode=mode)
+            else:
+                q = quantize(w, "int8", mode=mode)
+                assert_identical(q, ct_qparams(w, "int8", mode, q.block_sizes))
 
 
 def test_real_minilm_weights(minilm_weights):
@@ -155,3 +168,46 @@ def test_single_nonfinite_value_in_a_later_block_is_refused(dtype, bad):
     w[40, 17] = bad
     with pytest.raises(ValueError, match=r"quantize: weight contains .* at flat index 2577"):
         quantize(w, "int8", granularity="per_block", block_size=16)
+
+
+def test_a_scale_that_overflows_is_refused_not_written(ct, tmp_path):
+    """An fp16 weight holding -65504 and 65504: linear_symmetric int4's scale (max - min) / 14
+    overflows to inf in fp16 (in coremltools too), and the weight would decompress to NaN.
+    The array API refuses it naming the block, the model level skips it with a warning, and
+    the coremltools hooks skip it too."""
+    import logging
+
+    from coreml_oracle import linear_model
+    from weightpress.config import QuantizeConfig
+    from weightpress.job import compress_model
+
+    w = (np.random.default_rng(0).standard_normal((64, 256)) * 0.05).astype(np.float16)
+    w[3, 5], w[3, 6] = 65504, -65504
+    with pytest.raises(wp.NotApplicableError, match="scale of 1 block.*not finite.*would decompress to NaN"):
+        quantize(w, "int4", mode="linear", granularity="per_block", block_size=32)
+    assert np.isfinite(quantize(w[4:], "int4", granularity="per_block", block_size=32).scale).all()
+    src = str(tmp_path / "big.mlpackage")
+    linear_model(w, ct.target.iOS18).save(src)
+    with pytest.raises(wp.ConfigError, match="no compressible weights"):  # the only weight is skipped
+        compress_model(src, str(tmp_path / "o.mlpackage"), QuantizeConfig(dtype="int4", mode="linear",
+                                                                           granularity="per_block"))
+    import coremltools.optimize.coreml as cto
+    import weightpress.coreml as wpc
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    ct_log = logging.getLogger("coremltools")
+    level = ct_log.level
+    ct_log.setLevel(logging.WARNING)
+    ct_log.addHandler(handler)
+    try:
+        with wpc.enabled():
+            out = cto.linear_quantize_weights(ct.models.MLModel(src, skip_model_load=True), cto.OptimizationConfig(
+                global_config=cto.OpLinearQuantizerConfig(dtype="int4", mode="linear", granularity="per_block")))
+    finally:
+        ct_log.removeHandler(handler)
+        ct_log.setLevel(level)
+    assert not any(op.type.startswith("constexpr_") for op in out.get_spec().mlProgram.functions["main"]
+                   .block_specializations["CoreML8"].operations)
+    assert any("not finite" in r.getMessage() for r in records)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from .commands.errors import UsageError
@@ -28,7 +29,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: unwinds like Ctrl-C (staged output removed, kernels stopped at
+    their next group or layer), then exits with 128 + the signal number."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum, frame):
+    raise Terminated(signum)
+
+
 def main(argv=None) -> int:
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _terminate)
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
@@ -38,6 +55,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("weightpress: interrupted", file=sys.stderr)
         return 130
+    except Terminated as exc:
+        print(f"weightpress: stopped by {signal.Signals(exc.signum).name}", file=sys.stderr)
+        return 128 + exc.signum
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ class NotApplicableError(WeightpressError):
 
     def __init__(self, op: str, reason: str):
         self.op, self.reason = op, reason
-        super().__init__(f"{op}: {reason} (coremltools skips such a weight)")
+        super().__init__(f"{op}: {reason}")
 
 
 class ConfigError(WeightpressError):
@@ -50,3 +50,7 @@ class WeightFileError(WeightpressError):
 
 class MemoryBudgetError(WeightpressError):
     """A weight needs more working memory than the budget allows."""
+
+
+class OutOfSpaceError(WeightpressError):
+    """The output's file system ran out of space (or the file size limit was hit)."""

@@ -19,16 +19,18 @@ modified.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from typing import List, Optional
 
 from ._arrays import num_threads_default
 from .config import Config, as_config
-from .errors import ConfigError, MemoryBudgetError, PackageError
+from .errors import ConfigError, MemoryBudgetError, OutOfSpaceError, PackageError
 from .mlpackage.package import (SPEC_IOS15, SPEC_IOS16, SPEC_IOS18, TARGET_NAMES, TARGETS, check_program,
-                                check_weights, load_spec, open_package, package_size)
+                                check_weights, load_spec, open_package, package_size, remove_stale_staging)
 
 ENGINES = ("auto", "streaming", "in-memory")
 # coremltools' in-memory round trip: ~400 MB for importing it (torch included) and a few
@@ -124,6 +126,24 @@ def compress_model(input: str, output: str, config, *, target: Optional[str] = N
 
     if target_note:
         note(target_note)
+    for stale in remove_stale_staging(output):
+        note(f"removed {stale}, left staged by an interrupted run")
+    try:
+        return _run_engine(result, package, spec, input, output, config, spec_version, engine, max_memory,
+                           num_threads, overwrite, report, progress, note, start)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise
+        parent = os.path.dirname(os.path.abspath(output))
+        free = shutil.disk_usage(parent).free
+        need = package_size(input)
+        raise OutOfSpaceError(f"cannot write {output}: {exc.strerror} (the output needs up to {need / 1e6:.1f} MB, "
+                              f"the size of the input; {free / 1e6:.1f} MB free in {parent}); nothing was "
+                              "written") from None
+
+
+def _run_engine(result, package, spec, input, output, config, spec_version, engine, max_memory, num_threads,
+                overwrite, report, progress, note, start):
     from .mlpackage.stream import StreamingUnsupported, default_budget, stream_compress
 
     budget = max_memory or default_budget()

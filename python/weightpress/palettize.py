@@ -244,6 +244,9 @@ def palettize_parts(
                                                        cluster_dim, threads)
     elif mode == "uniform":
         lut, idx = _uniform(flat, nbits)
+        reason = rules.finite_parameters("palettize", "LUT", lut)
+        if reason:
+            raise NotApplicableError("palettize", reason)
     elif mode == "unique":
         nbits, lut, idx = _unique(flat, swapped_shape, groups, cluster_dim)
     else:

@@ -106,6 +106,9 @@ def quantize_parts(
             w, "quantize")
     if w.dtype == np.float16:
         scale = scale.view(np.float16)
+    reason = rules.finite_parameters("quantize", "scale", scale)
+    if reason:
+        raise NotApplicableError("quantize", reason)
     return w, QuantParts(dtype=dtype, mode=mode, block_sizes=tuple(sizes), data=data, scale=scale, offset=offset)
 
 

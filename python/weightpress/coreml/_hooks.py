@@ -62,6 +62,12 @@ def check_versions() -> None:
 # ---------------------------------------------------------------- the replacements
 
 
+def _ct_logger():
+    from coremltools.optimize.coreml._quantization_passes import logger
+
+    return logger
+
+
 def _original(owner, name):
     """The coremltools function a replacement stands in for (the attribute itself when the
     hooks are off, so replacements can also be called directly)."""
@@ -150,8 +156,11 @@ def grouped_channelwise_compress(original_data, mode, nbits, channel_axis, chann
         result = palettize(data, None if mode_name == "UNIQUE" else nbits, mode=mode_name.lower(),
                            granularity="per_grouped_channel", group_size=group, channel_axis=axis,
                            cluster_dim=cluster_dim)
-    except NotApplicableError:
-        return original()  # too many distinct values for mode unique: coremltools warns and skips
+    except NotApplicableError as exc:
+        if mode_name == "UNIQUE":
+            return original()  # too many distinct values for mode unique: coremltools warns and skips
+        _ct_logger().warning(f"weightpress: {exc}. Skipped.")  # a non-finite LUT (rules.finite_parameters)
+        return None
     lut = result.lut.astype(original_data.dtype) if integer else result.lut  # astype truncates, as coremltools
     index_type = types.nptype_from_builtin(types.string_to_builtin(f"uint{result.nbits}"))
     return optimize_utils.LutParams(result.indices.astype(index_type), lut,
@@ -167,6 +176,7 @@ def compute_qparams_by_dtype(weight, dtype, quantization_mode, block_sizes):
     from coremltools.optimize import _utils as optimize_utils
 
     from ..api import quantize
+    from ..errors import NotApplicableError
 
     def original():
         return _original(optimize_utils, "compute_qparams_by_dtype")(weight, dtype, quantization_mode, block_sizes)
@@ -183,7 +193,11 @@ def compute_qparams_by_dtype(weight, dtype, quantization_mode, block_sizes):
     sizes = [int(b) for b in block_sizes]
     if any(b < 0 for b in sizes) or rules.quantize_blocks(weight.shape, sizes) or not np.isfinite(weight).all():
         return original()  # coremltools warns and skips (indivisible), or its own Inf behaviour
-    r = quantize(weight, name, mode=mode, granularity="per_block", block_size=tuple(sizes))
+    try:
+        r = quantize(weight, name, mode=mode, granularity="per_block", block_size=tuple(sizes))
+    except NotApplicableError as exc:  # a non-finite scale: skip the weight, loudly (rules.finite_parameters)
+        _ct_logger().warning(f"weightpress: {exc}. Skipped.")
+        return None
     np_dtype = types.nptype_from_builtin(builtin)
     zero_point = None if r.offset is None else r.offset.astype(np_dtype)
     return r.data.astype(np_dtype), r.scale, zero_point

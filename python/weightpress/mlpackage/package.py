@@ -8,6 +8,7 @@ rootModelIdentifier names the model spec item. coremltools writes the weights as
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -130,11 +131,48 @@ def package_size(path: str) -> int:
     return total
 
 
+STAGING_MARK = ".weightpress-tmp-"
+
+
 def temporary_sibling(path: str) -> str:
-    """A fresh path next to `path` (same filesystem, so the final rename is atomic)."""
+    """A fresh path next to `path` (same filesystem, so the final rename is atomic), named
+    after the staging process: `.NAME.weightpress-tmp-PID-RANDOM.mlpackage`."""
     parent = os.path.dirname(os.path.abspath(path))
     stem, ext = os.path.splitext(os.path.basename(path))  # keep .mlpackage: coremltools insists on it
-    return os.path.join(parent, f".{stem}.weightpress-tmp-{uuid.uuid4().hex[:12]}{ext}")
+    return os.path.join(parent, f".{stem}{STAGING_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}{ext}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_staging(path: str) -> list:
+    """Removes what a killed run (kill -9, power loss) left staged for `path`: staging
+    directories of the same output name whose process no longer exists. Another live run's
+    staging directory (its process exists) is never touched. Returns the removed paths."""
+    parent = os.path.dirname(os.path.abspath(path))
+    stem, ext = os.path.splitext(os.path.basename(path))
+    prefix = f".{stem}{STAGING_MARK}"
+    removed = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(ext)):
+            continue
+        pid_text = name[len(prefix):-len(ext) or None].split("-", 1)[0]
+        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+            continue  # not ours to judge (an old name scheme) or a live run's
+        remove(os.path.join(parent, name))
+        removed.append(os.path.join(parent, name))
+    return removed
 
 
 def publish(tmp_path: str, final_path: str, overwrite: bool) -> None:
@@ -189,7 +227,14 @@ def save_model(mlmodel, path: str, overwrite: bool) -> None:
     """MLModel.save into a sibling temporary path, then publish(): never a partial package."""
     tmp = temporary_sibling(path)
     try:
-        mlmodel.save(tmp)
+        try:
+            mlmodel.save(tmp)
+        except OSError:
+            raise
+        except Exception as exc:  # coremltools' C++ blob writer reports a full disk as a RuntimeError
+            if shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free < (1 << 20):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path) from exc
+            raise
         publish(tmp, path, overwrite)
     finally:
         remove(tmp)
