@@ -56,9 +56,10 @@ def test_compress_matches_the_python_api(ct, packages, tmp_path, path):
     out = tmp_path / "out.mlpackage"
     report = tmp_path / "report.json"
     r = run_cli("compress", src, "-o", out, "--palettize", 4, "--granularity", "per_grouped_channel",
-                "--group-size", 16, "--weight-threshold", 10000, "--report", "--report-json", report,
+                "--group-size", 16, "--weight-threshold", 10000, "--report", "--report-json", report, "--verify",
                 *(["--in-memory"] if path == "in-memory" else []))
     assert r.returncode == 0, r.stderr
+    assert "verified:" in r.stdout
     assert f"({path}, target iOS18)" in r.stdout  # the engine that ran
     assert "smaller" in r.stdout and "total SSE" in r.stdout
     assert tree_digest(src) == digest  # the input is never modified

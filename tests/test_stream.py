@@ -348,3 +348,30 @@ def test_one_gigabyte_model_in_a_256_mib_budget(tmp_path):
         "assert len(r.compressed) > 300\n", env)
     assert peak < baseline + 256, (peak, baseline)
     assert os.path.getsize(os.path.join(out, "Data", "com.apple.CoreML", "weights", "weight.bin")) < 0.3 * 2 * params
+
+
+@pytest.mark.parametrize("target,method,options", CASES,
+                         ids=[f"{t}-{m.split('_')[0]}-{'-'.join(map(str, o.values()))}" for t, m, o in CASES])
+def test_verify_decodes_every_written_form(cto, sources, tmp_path, target, method, options):
+    """--verify decodes each op form weightpress writes (iOS16 attributes, iOS18 inputs,
+    per-channel scale in both orders, vectors, sub-byte data, masks) from the staged files."""
+    config = cto.OptimizationConfig(global_config=_op_config(cto, method, options))
+    result = stream(sources[target], tmp_path / "out.mlpackage", config, verify=True)
+    assert result.compressed
+
+
+def test_verify_catches_a_writer_that_lies(sources, tmp_path, monkeypatch):
+    from weightpress.mlpackage import emit
+    from weightpress.mlpackage.verify import VerifyError
+
+    original = emit.Emitter.quantize
+
+    def wrong(self, name, dtype, shape, r):  # write data that is off by one level
+        r.data = (r.data.astype(np.int16) + 1).clip(-127, 127).astype(r.data.dtype)
+        return original(self, name, dtype, shape, r)
+
+    monkeypatch.setattr(emit.Emitter, "quantize", wrong)
+    out = tmp_path / "out.mlpackage"
+    with pytest.raises(VerifyError, match="does not decode to what was computed"):
+        stream(sources["iOS18"], out, QuantizeConfig(dtype="int8"), verify=True)
+    assert not out.exists() and list(tmp_path.iterdir()) == []

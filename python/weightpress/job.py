@@ -91,13 +91,15 @@ def check_output(input_path: str, output: str, overwrite: bool) -> None:
 
 def compress_model(input: str, output: str, config, *, target: Optional[str] = None, engine: str = "auto",
                    max_memory: Optional[int] = None, num_threads: Optional[int] = None, overwrite: bool = False,
-                   report: bool = False, progress: bool = False, notes=None) -> JobResult:
+                   report: bool = False, progress: bool = False, verify: bool = False, notes=None) -> JobResult:
     """Compresses the .mlpackage `input` into `output`.
 
     config: a weightpress Config (or anything as_config takes: op configs, MethodConfigs,
     coremltools OptimizationConfigs, a list of them in order). target: "iOS16" ... "iOS26"
     (default: the model's). engine: "auto", "streaming" or "in-memory". max_memory: bytes of
     working memory (default: half the RAM). report: per-weight SSE/PSNR in result.rows.
+    verify: read the written package back before publishing it (streaming: every compressed
+    weight decoded and compared with what was computed; in memory: the files validated).
     notes: a stream that receives remarks as they happen (they are also in result.notes).
     """
     start = time.perf_counter()
@@ -130,7 +132,7 @@ def compress_model(input: str, output: str, config, *, target: Optional[str] = N
         note(f"removed {stale}, left staged by an interrupted run")
     try:
         return _run_engine(result, package, spec, input, output, config, spec_version, engine, max_memory,
-                           num_threads, overwrite, report, progress, note, start)
+                           num_threads, overwrite, report, progress, verify, note, start)
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
             raise
@@ -143,7 +145,7 @@ def compress_model(input: str, output: str, config, *, target: Optional[str] = N
 
 
 def _run_engine(result, package, spec, input, output, config, spec_version, engine, max_memory, num_threads,
-                overwrite, report, progress, note, start):
+                overwrite, report, progress, verify, note, start):
     from .mlpackage.stream import StreamingUnsupported, default_budget, stream_compress
 
     budget = max_memory or default_budget()
@@ -153,7 +155,7 @@ def _run_engine(result, package, spec, input, output, config, spec_version, engi
                 if config.joint:
                     raise StreamingUnsupported("joint compression (more than one method)")
                 streamed = stream_compress(package, spec, output, config.steps[0], spec_version, budget=budget,
-                                           overwrite=overwrite, progress=progress, report=report)
+                                           overwrite=overwrite, progress=progress, report=report, verify=verify)
             except StreamingUnsupported as exc:
                 if engine == "streaming":
                     raise ConfigError(f"the streaming engine does not support {exc}") from None
@@ -165,7 +167,7 @@ def _run_engine(result, package, spec, input, output, config, spec_version, engi
 
         result.engine = "in-memory"
         done = compress_in_memory(package, output, config, spec_version, overwrite=overwrite, report=report,
-                                  progress=progress)
+                                  progress=progress, verify=verify)
         result.rows = done.rows
     return _finish(result, input, output, start)
 

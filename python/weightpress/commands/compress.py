@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="memory budget for the streaming path, e.g. 512M or 4G (default: half the RAM)")
     p.add_argument("--in-memory", action="store_true",
                    help="run coremltools' own machinery on the whole model instead of streaming")
+    p.add_argument("--verify", action="store_true",
+                   help="read the written package back before publishing it: every compressed weight must "
+                        "decode to what was computed")
 
 
 def check_backend(name: str) -> None:
@@ -59,13 +62,16 @@ def run(args) -> int:
         result = compress_model(args.input, args.output, config, target=args.target, engine=engine,
                                 max_memory=args.max_memory, num_threads=args.threads, overwrite=args.force,
                                 report=bool(args.report or args.report_json), progress=sys.stderr.isatty(),
-                                notes=sys.stderr)
+                                verify=args.verify, notes=sys.stderr)
     except WeightpressError as exc:
         raise UsageError(str(exc)) from None
     print(f"wrote {args.output} ({result.engine}, target {result.target})")
     print(f"size:  {result.size_in / 1e6:.2f} MB -> {result.size_out / 1e6:.2f} MB "
           f"({result.size_in / max(result.size_out, 1):.2f}x smaller)")
     print(f"time:  {result.seconds:.1f} s")
+    if args.verify:
+        print(f"verified: {len(result.compressed) if result.engine == 'streaming' else 'all'} compressed weights "
+              "read back before publishing")
     if result.skipped:
         print(f"skipped {len(result.skipped)} weights coremltools would skip (see the warnings)")
     if result.rows is not None and args.report:

@@ -84,7 +84,8 @@ def apply_step(mlmodel, method_config, joint: bool, spec_version: int):
 
 
 def compress_in_memory(package: ModelPackage, out_path: str, config: Config, spec_version: int, *,
-                       overwrite: bool = False, report: bool = False, progress: bool = False) -> InMemoryResult:
+                       overwrite: bool = False, report: bool = False, progress: bool = False,
+                       verify: bool = False) -> InMemoryResult:
     import coremltools as ct
 
     from . import check_versions
@@ -111,7 +112,7 @@ def compress_in_memory(package: ModelPackage, out_path: str, config: Config, spe
         raise ConfigError(f"{package.path}: no compressible weights (no const with more than "
                           f"{weight_thresholds[0] if weight_thresholds else 2048} elements that the chosen methods "
                           "apply to)")
-    save_model(compressed, out_path, overwrite=overwrite)
+    save_model(compressed, out_path, overwrite=overwrite, check=_check_written if verify else None)
     rows = None
     if report:
         from .report import layer_report
@@ -119,6 +120,17 @@ def compress_in_memory(package: ModelPackage, out_path: str, config: Config, spe
         with quiet_coremltools():
             rows = layer_report(model, compressed, spec_version)
     return InMemoryResult(rows, time.perf_counter() - start)
+
+
+def _check_written(path: str) -> None:
+    """--verify in memory: the staged package opens, parses and its weight.bin agrees with
+    its program (what coremltools computed is coremltools' own)."""
+    from ..mlpackage.package import check_program, check_weights, load_spec, open_package
+
+    package = open_package(path)
+    spec = load_spec(package)
+    check_program(package, spec)
+    check_weights(package, spec)
 
 
 def _where(exc) -> str:

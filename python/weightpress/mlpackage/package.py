@@ -223,8 +223,9 @@ def load_spec(package: ModelPackage):
     return spec
 
 
-def save_model(mlmodel, path: str, overwrite: bool) -> None:
-    """MLModel.save into a sibling temporary path, then publish(): never a partial package."""
+def save_model(mlmodel, path: str, overwrite: bool, check=None) -> None:
+    """MLModel.save into a sibling temporary path, check(staged path) when given, then
+    publish(): never a partial package."""
     tmp = temporary_sibling(path)
     try:
         try:
@@ -235,6 +236,8 @@ def save_model(mlmodel, path: str, overwrite: bool) -> None:
             if shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free < (1 << 20):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path) from exc
             raise
+        if check is not None:
+            check(tmp)
         publish(tmp, path, overwrite)
     finally:
         remove(tmp)

@@ -87,10 +87,12 @@ def estimate_bytes(cfg: OpConfig, dtype_size: int, shape, channel_axis: Optional
 
 def stream_compress(package: ModelPackage, spec, out_path: str, config: MethodConfig, spec_version: int, *,
                     budget: int, overwrite: bool = False, progress: bool = False,
-                    report: bool = False) -> StreamResult:
+                    report: bool = False, verify: bool = False) -> StreamResult:
     """Compresses `package` (its parsed `spec`) into `out_path` with one method's config at
     `spec_version`, publishing the output atomically. Raises StreamingUnsupported before
-    anything is published when the config or the program needs the in-memory engine."""
+    anything is published when the config or the program needs the in-memory engine.
+    verify: before publishing, every compressed const is decoded from what was written and
+    compared with what was computed (VerifyError names the first that differs)."""
     from .proto import modules
 
     start = time.perf_counter()
@@ -112,9 +114,11 @@ def stream_compress(package: ModelPackage, spec, out_path: str, config: MethodCo
         os.makedirs(weights_dir, exist_ok=True)
         with _reader(package) as reader, WeightFileWriter(os.path.join(weights_dir, "weight.bin")) as writer:
             walk = _Walk(config, graph, reader, writer, Emitter(MIL_pb2, spec_version, writer), spec_version,
-                         budget, result, bar)
+                         budget, result, bar, verify)
             walk.block(block)
             _rename_uses(block, walk.renames)
+        if verify:
+            _verify(walk.checks, os.path.join(weights_dir, "weight.bin"))
         if not result.compressed:
             raise ConfigError(f"{package.path}: no compressible weights (no const that the config selects and "
                               "coremltools would compress)")
@@ -149,11 +153,12 @@ def _reader(package):
 class _Walk:
     """One pass over the program: every const kept (its blobs copied) or replaced."""
 
-    def __init__(self, config, graph, reader, writer, emitter, spec_version, budget, result, bar):
+    def __init__(self, config, graph, reader, writer, emitter, spec_version, budget, result, bar, verify=False):
         self.config, self.graph, self.reader, self.writer = config, graph, reader, writer
         self.emitter, self.spec_version, self.budget, self.result, self.bar = emitter, spec_version, budget, result, bar
         self.copied = {}
         self.renames = {}
+        self.checks = [] if verify else None  # (const name, its ops, digest of what was computed)
 
     def block(self, blk):
         new_ops = []
@@ -222,7 +227,14 @@ class _Walk:
             return self.skip(name, exc.reason)
         if r is None:
             return None
+        computed = None
+        if self.checks is not None:
+            from .verify import digest
+
+            computed = digest(r.decompress())
         ops = self.emit(name, dtype, shape, r)
+        if computed is not None:
+            self.checks.append((name, ops, computed))
         self.result.compressed.append(name)
         if self.result.rows is not None:
             self.result.rows.append(report_row(name, ops[-1].outputs[0].name, weight, r))
@@ -273,6 +285,17 @@ class _Walk:
         logger.warning("const %s skipped: %s", name, reason)
         self.result.skipped.append(f"{name}: {reason}")
         return None
+
+
+def _verify(checks, weight_file):
+    """Every compressed const decoded from the staged package equals what was computed."""
+    from .verify import VerifyError, decode, digest
+
+    with WeightFileReader(weight_file) as reader:
+        for name, ops, expected in checks:
+            if digest(decode(ops, reader)) != expected:
+                raise VerifyError(f"--verify: const {name} does not decode to what was computed; the output was "
+                                  "not published")
 
 
 def _check_target(cfg, spec_version):
