@@ -117,8 +117,10 @@ def test_streaming_budget_and_multifunction_errors(ct, packages, tmp_path):
     desc.default_function_name = "a"
     multi = tmp_path / "multi.mlpackage"
     save_multifunction(desc, str(multi))
-    msg = _error(run_cli("compress", multi, "-o", tmp_path / "o.mlpackage", "--palettize", 4))
-    assert "functions" in msg and "multifunction" in msg
+    r = run_cli("compress", multi, "-o", tmp_path / "o.mlpackage", "--palettize", 4)  # streamed, sharing kept
+    assert r.returncode == 0, r.stderr
+    msg = _error(run_cli("compress", multi, "-o", tmp_path / "j.mlpackage", "--prune", 0.5, "--palettize", 4))
+    assert "functions" in msg and "multifunction" in msg and "streaming engine only" in msg
 
 
 def test_config_files_apply_in_order(ct, packages, tmp_path):

@@ -278,20 +278,110 @@ def test_unsupported_spec_version_and_not_a_program(sources, tmp_path):
         stream(str(src), str(tmp_path / "out.mlpackage"), PalettizeConfig(nbits=4))
 
 
-def test_joint_and_multifunction_are_not_streamed(ct, sources, tmp_path):
+def test_joint_is_not_streamed(ct, sources, tmp_path):
     steps = [MagnitudePruneConfig(target_sparsity=0.5), PalettizeConfig(nbits=4)]
     with pytest.raises(ConfigError, match="streaming engine does not support joint compression"):
         stream(sources["iOS18"], str(tmp_path / "o.mlpackage"), steps)
+
+
+# ---------------------------------------------------------------- multifunction packages
+
+
+@pytest.fixture(scope="module")
+def multifunction(ct, tmp_path_factory):
+    """A package built by save_multifunction: functions a and b from the same model (they share
+    every weight blob), c from another model (it shares only the bias)."""
     from coremltools.models.utils import MultiFunctionDescriptor, save_multifunction
 
+    base = tmp_path_factory.mktemp("multi")
+    one, two = str(base / "one.mlpackage"), str(base / "two.mlpackage")
+    mixed_model(ct.target.iOS18).save(one)
+    mixed_model(ct.target.iOS18, seed=1).save(two)
     desc = MultiFunctionDescriptor()
-    desc.add_function(sources["iOS18"], src_function_name="main", target_function_name="a")
-    desc.add_function(sources["iOS18"], src_function_name="main", target_function_name="b")
+    desc.add_function(one, src_function_name="main", target_function_name="a")
+    desc.add_function(one, src_function_name="main", target_function_name="b")
+    desc.add_function(two, src_function_name="main", target_function_name="c")
     desc.default_function_name = "a"
-    multi = str(tmp_path / "multi.mlpackage")
-    save_multifunction(desc, multi)
-    with pytest.raises(ConfigError, match="2 functions; multifunction packages are not supported"):
-        stream(multi, str(tmp_path / "o.mlpackage"), PalettizeConfig(nbits=4))
+    path = str(base / "multi.mlpackage")
+    save_multifunction(desc, path)
+    return dict(path=path, one=one, two=two)
+
+
+def _decoded(path):
+    """{function: {const name: dense weight}} decoded from a written package (verify.decode)."""
+    from weightpress.mlpackage.package import load_spec, open_package
+    from weightpress.mlpackage.verify import decode
+    from weightpress.mlpackage.weight_file import WeightFileReader
+
+    package = open_package(path)
+    spec = load_spec(package)
+    out = {}
+    with WeightFileReader(package.weight_file) as reader:
+        for name, fn in spec.mlProgram.functions.items():
+            ops = list(fn.block_specializations[fn.opset].operations)
+            by_output = {op.outputs[0].name: op for op in ops}
+            weights = {}
+            for op in ops:
+                if not op.type.startswith("constexpr_"):
+                    continue
+                consumers = [o for o in ops for a in o.inputs.values() for b in a.arguments
+                             if b.WhichOneof("binding") == "name" and b.name == op.outputs[0].name]
+                if consumers and all(c.type.startswith("constexpr_") for c in consumers):
+                    continue  # an intermediate op (a per-channel-scale LUT)
+                chain, todo = [op], [op]
+                while todo:
+                    for a in todo.pop().inputs.values():
+                        for b in a.arguments:
+                            if b.WhichOneof("binding") == "name" and b.name in by_output:
+                                chain.insert(0, by_output[b.name])
+                                todo.append(by_output[b.name])
+                const = op.outputs[0].name.rsplit("_", 1)[0]
+                weights[const] = decode(chain, reader)
+            out[name] = weights
+    return out
+
+
+@pytest.mark.parametrize("config", [PalettizeConfig(nbits=4, granularity="per_grouped_channel", group_size=16),
+                                    QuantizeConfig(dtype="int4", granularity="per_block", block_size=16),
+                                    MagnitudePruneConfig(target_sparsity=0.5)])
+def test_multifunction_compresses_shared_weights_once(ct, multifunction, tmp_path, config):
+    out = tmp_path / "multi.mlpackage"
+    result = stream(multifunction["path"], out, config, verify=True)
+    for function in ("a", "b", "c"):  # every function loads
+        ct.models.MLModel(str(out), function_name=function, skip_model_load=True)
+    alone = {}
+    for key in ("one", "two"):
+        single = tmp_path / f"{key}.mlpackage"
+        stream(multifunction[key], single, config)
+        alone[key] = (_decoded(str(single))["main"], os.path.getsize(single / "Data/com.apple.CoreML/weights/weight.bin"))
+    got = _decoded(str(out))
+    for function, key in (("a", "one"), ("b", "one"), ("c", "two")):
+        assert got[function].keys() == alone[key][0].keys()
+        for const, dense in alone[key][0].items():
+            assert got[function][const].tobytes() == dense.tobytes(), (function, const)
+    size = os.path.getsize(out / "Data/com.apple.CoreML/weights/weight.bin")
+    # a and b share everything: the output holds one copy, plus c's own weights
+    assert size <= alone["one"][1] + alone["two"][1]
+    assert len(result.compressed) == 3 * len(alone["one"][0])
+
+
+def test_multifunction_conflicting_configs_name_the_const(multifunction, tmp_path):
+    from weightpress.config import MethodConfig
+
+    config = MethodConfig(PalettizeConfig(nbits=4), op_name_configs={"b::linear": PalettizeConfig(nbits=2)})
+    with pytest.raises(ConfigError, match="const linear_weight_0 of function b shares its weights with const "
+                                          "linear_weight_0 of function a"):
+        stream(multifunction["path"], tmp_path / "o.mlpackage", config)
+    assert list(tmp_path.iterdir()) == []
+    per_function = MethodConfig(PalettizeConfig(nbits=4), op_name_configs={"c::linear": PalettizeConfig(nbits=2)})
+    stream(multifunction["path"], tmp_path / "o.mlpackage", per_function)  # c's weights are its own: fine
+    assert _decoded(str(tmp_path / "o.mlpackage"))["c"]["linear_weight_0"].size
+
+
+def test_multifunction_needs_the_streaming_engine(multifunction, tmp_path):
+    with pytest.raises(ConfigError, match="streaming engine only"):
+        compress_model(multifunction["path"], str(tmp_path / "o.mlpackage"),
+                       [MagnitudePruneConfig(target_sparsity=0.5), PalettizeConfig(nbits=4)])
 
 
 def test_nan_refused_by_name_and_inf_skipped_for_quantization(ct, tmp_path):

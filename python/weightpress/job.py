@@ -111,9 +111,11 @@ def compress_model(input: str, output: str, config, *, target: Optional[str] = N
     spec = load_spec(package)
     check_program(package, spec)
     functions = len(spec.mlProgram.functions)
-    if functions > 1:
-        raise ConfigError(f"{input} has {functions} functions; multifunction packages are not supported (coremltools' "
-                          "compression refuses them too)")
+    if functions > 1 and (engine == "in-memory" or config.joint):
+        what = "the in-memory engine" if engine == "in-memory" else f"joint compression ({config.describe()})"
+        raise ConfigError(f"{input} has {functions} functions: multifunction packages are compressed by the streaming "
+                          f"engine only, which does not support {what} (coremltools' compression refuses "
+                          "multifunction packages)")
     check_weights(package, spec)
     spec_version, target_note = choose_target(spec.specificationVersion, target)
     if config.joint and spec_version < SPEC_IOS18:

@@ -66,20 +66,32 @@ def op_name(op) -> str:
     return op.outputs[0].name if op.outputs else ""
 
 
-def const_config(config: MethodConfig, const_op, graph: Graph) -> Optional[OpConfig]:
+def const_config(config: MethodConfig, const_op, graph: Graph, function: Optional[str] = None) -> Optional[OpConfig]:
     """OptimizationConfig._get_const_op_config: the const's own name, else its consumers'
-    (op name, then op type, then global); consumers disagreeing is an error."""
+    (op name, then op type, then global); consumers disagreeing is an error. In a
+    multifunction package an op name may be qualified as "function::op name", which wins
+    over the bare name within that function."""
     name = const_op.outputs[0].name
-    if name in config.op_name_configs:
-        return config.op_name_configs[name]
+    names = config.op_name_configs
+
+    def by_name(op_name):
+        if function is not None and f"{function}::{op_name}" in names:
+            return True, names[f"{function}::{op_name}"]
+        if op_name in names:
+            return True, names[op_name]
+        return False, None
+
+    found, cfg = by_name(name)
+    if found:
+        return cfg
     consumers = graph.consumers.get(name, [])
     if not consumers:
         return None
     configs = []
     for c in consumers:
-        cname = op_name(c.op)
-        if cname in config.op_name_configs:
-            configs.append(config.op_name_configs[cname])
+        found, cfg = by_name(op_name(c.op))
+        if found:
+            configs.append(cfg)
         elif c.op.type in config.op_type_configs:
             configs.append(config.op_type_configs[c.op.type])
         else:

@@ -98,11 +98,7 @@ def stream_compress(package: ModelPackage, spec, out_path: str, config: MethodCo
     start = time.perf_counter()
     _, MIL_pb2 = modules()
     functions = spec.mlProgram.functions
-    if len(functions) != 1:
-        raise StreamingUnsupported(f"{len(functions)} functions (multifunction packages are not supported)")
-    (_, function), = functions.items()
-    block = function.block_specializations[function.opset]
-    graph = Graph(block)
+    names = _function_order(spec)
     tmp = temporary_sibling(out_path)
     result = StreamResult(bytes_in=os.path.getsize(package.weight_file) if package.weight_file else 0,
                           rows=[] if report else None)
@@ -113,18 +109,25 @@ def stream_compress(package: ModelPackage, spec, out_path: str, config: MethodCo
             else os.path.join(tmp, "Data", "com.apple.CoreML", "weights")
         os.makedirs(weights_dir, exist_ok=True)
         with _reader(package) as reader, WeightFileWriter(os.path.join(weights_dir, "weight.bin")) as writer:
-            walk = _Walk(config, graph, reader, writer, Emitter(MIL_pb2, spec_version, writer), spec_version,
-                         budget, result, bar, verify)
-            walk.block(block)
-            _rename_uses(block, walk.renames)
+            shared = _Shared(Emitter(MIL_pb2, spec_version, writer))
+            walks = []
+            for name in names:
+                function = functions[name]
+                block = function.block_specializations[function.opset]
+                walk = _Walk(config, Graph(block), reader, writer, shared, spec_version, budget, result, bar, verify,
+                             function=name if len(names) > 1 else None)
+                walk.block(block)
+                _rename_uses(block, walk.renames)
+                walks.append(walk)
         if verify:
-            _verify(walk.checks, os.path.join(weights_dir, "weight.bin"))
+            _verify([c for w in walks for c in w.checks], os.path.join(weights_dir, "weight.bin"))
         if not result.compressed:
             raise ConfigError(f"{package.path}: no compressible weights (no const that the config selects and "
                               "coremltools would compress)")
         spec.specificationVersion = spec_version
-        if OPSETS[spec_version] != function.opset:
-            _retarget(function, OPSETS[spec_version])
+        for name in names:
+            if OPSETS[spec_version] != functions[name].opset:
+                _retarget(functions[name], OPSETS[spec_version])
         with open(os.path.join(tmp, os.path.relpath(package.spec_path, package.path)), "wb") as f:
             f.write(spec.SerializeToString())
         publish(tmp, out_path, overwrite)
@@ -136,6 +139,38 @@ def stream_compress(package: ModelPackage, spec, out_path: str, config: MethodCo
         if package.weight_file else 0
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _function_order(spec):
+    """The functions in the order the model description lists them (the default first is
+    not required), then any the description does not name."""
+    listed = [f.name for f in spec.description.functions]
+    names = [n for n in listed if n in spec.mlProgram.functions]
+    return names + sorted(n for n in spec.mlProgram.functions if n not in names)
+
+
+class _Shared:
+    """What the functions of a multifunction package share: a const that reads the same source
+    blob with the same config and the same axes is compressed once and its values written
+    once; every other function that used the blob gets the same ops (renamed for its const),
+    referring to the same output blobs. The resolved config of each shared blob is
+    remembered: functions that would compress it differently are an error naming it (the
+    output could not keep the sharing)."""
+
+    def __init__(self, emitter):
+        self.emitter = emitter
+        self.results = {}  # (source offset, config key) -> (const name, ops, report row, digest)
+        self.configs = {}  # source offset -> (function, const name, config key)
+        self.copied = {}  # source offset of a kept blob -> its output offset
+
+    def claim(self, offset, function, name, key):
+        seen = self.configs.get(offset)
+        if seen is None:
+            self.configs[offset] = (function, name, key)
+        elif seen[2] != key:
+            raise ConfigError(f"const {name} of function {function} shares its weights with const {seen[1]} of "
+                              f"function {seen[0]}, but the two would be compressed differently; give them the same "
+                              "config")
 
 
 class _NoReader:
@@ -153,10 +188,13 @@ def _reader(package):
 class _Walk:
     """One pass over the program: every const kept (its blobs copied) or replaced."""
 
-    def __init__(self, config, graph, reader, writer, emitter, spec_version, budget, result, bar, verify=False):
+    def __init__(self, config, graph, reader, writer, shared, spec_version, budget, result, bar, verify=False,
+                 function=None):
         self.config, self.graph, self.reader, self.writer = config, graph, reader, writer
-        self.emitter, self.spec_version, self.budget, self.result, self.bar = emitter, spec_version, budget, result, bar
-        self.copied = {}
+        self.shared, self.emitter = shared, shared.emitter
+        self.spec_version, self.budget, self.result, self.bar = spec_version, budget, result, bar
+        self.function = function  # the function's name in a multifunction package, else None
+        self.copied = shared.copied  # kept blobs are copied once across functions
         self.renames = {}
         self.checks = [] if verify else None  # (const name, its ops, digest of what was computed)
 
@@ -188,7 +226,7 @@ class _Walk:
         # should_use_weight_file: >= 10 elements of a blob-able type
         if not V.goes_to_weight_file(dtype, size, self.spec_version):
             return None
-        cfg = const_config(self.config, op, self.graph)
+        cfg = const_config(self.config, op, self.graph, self.function)
         if cfg is None:
             return None
         if any(c.op.type.startswith("constexpr_") for c in self.graph.consumers.get(name, [])):
@@ -215,6 +253,13 @@ class _Walk:
         if need > self.budget:
             raise MemoryBudgetError(f"const {name} {list(shape)} needs about {need / 2**20:.0f} MiB of working "
                                     f"memory, over the {self.budget / 2**20:.0f} MiB budget (--max-memory)")
+        source = val.blobFileValue.offset if val.WhichOneof("value") == "blobFileValue" else None
+        key = (cfg, tuple(sizes) if sizes is not None else None, channel_axis, self._structural_ok(name, cfg))
+        if source is not None:
+            self.shared.claim(source, self.function, name, key)
+            cached = self.shared.results.get((source,) + key)
+            if cached is not None:  # the same blob, compressed the same way in an earlier function
+                return self.reuse(name, cached)
         weight = V.read_value(val, self.reader).data.astype(np_dtype, copy=False)
         try:
             r = self.compress(name, weight, cfg, sizes, channel_axis)
@@ -227,18 +272,46 @@ class _Walk:
             return self.skip(name, exc.reason)
         if r is None:
             return None
+        ops, row, computed = self.finish(name, dtype, shape, weight, r)
+        if source is not None and self.function is not None:
+            self.shared.results[(source,) + key] = (name, [_copy_op(op) for op in ops], row, computed)
+        return ops
+
+    def _structural_ok(self, name, cfg):
+        return not getattr(cfg, "structural", False) or structural_prune_applies(name, self.graph) or \
+            name in self.config.op_name_configs
+
+    def finish(self, name, dtype, shape, weight, r):
+        """Emits the ops for a compressed const; returns them with its report row and digest."""
         computed = None
         if self.checks is not None:
             from .verify import digest
 
             computed = digest(r.decompress())
         ops = self.emit(name, dtype, shape, r)
+        row = report_row(name, ops[-1].outputs[0].name, weight, r) if self.result.rows is not None else None
+        self.record(name, ops, row, computed)
+        return ops, row, computed
+
+    def reuse(self, name, cached):
+        """The ops another function wrote for the same blob and config, renamed for this const:
+        they refer to the blobs already written."""
+        first, ops, row, computed = cached
+        ops = [_copy_op(op) for op in ops]
+        _rename_ops(ops, first, name)
+        if row is not None:
+            row = dict(row, weight=name, compressed_as=ops[-1].outputs[0].name)
+        self.record(name, ops, row, computed)
+        return ops
+
+    def record(self, name, ops, row, computed):
         if computed is not None:
             self.checks.append((name, ops, computed))
         self.result.compressed.append(name)
-        if self.result.rows is not None:
-            self.result.rows.append(report_row(name, ops[-1].outputs[0].name, weight, r))
-        return ops
+        if row is not None:
+            if self.function is not None:
+                row = dict(row, function=self.function)
+            self.result.rows.append(row)
 
     def compress(self, name, weight, cfg, sizes, channel_axis):
         from ..api import palettize, prune, quantize
@@ -268,7 +341,7 @@ class _Walk:
                 raise NotApplicableError("prune", reason)
             return r
         assert isinstance(cfg, MagnitudePruneConfig)
-        if cfg.structural and not structural_prune_applies(name, self.graph) and name not in self.config.op_name_configs:
+        if not self._structural_ok(name, cfg):
             raise NotApplicableError("prune", "structured pruning applies to conv and linear weights only")
         if cfg.n_m_ratio is not None:
             return prune(weight, n_m_ratio=cfg.n_m_ratio, dim=cfg.dim)
@@ -380,6 +453,30 @@ def _copy_blobs(op, reader, writer, copied):
             count = blob.element_count() if bits else len(data)
             copied[old] = writer.write(blob.dtype, data, count)
         value.blobFileValue.offset = copied[old]
+
+
+def _copy_op(op):
+    copy = type(op)()
+    copy.CopyFrom(op)
+    return copy
+
+
+def _rename_ops(ops, old: str, new: str):
+    """Ops emitted for const `old` renamed for const `new` (outputs, name attributes and the
+    references between them: every such name is `old` + a suffix)."""
+    def renamed(text):
+        return new + text[len(old):] if text.startswith(old) else text
+
+    for op in ops:
+        for out in op.outputs:
+            out.name = renamed(out.name)
+        attr = op.attributes.get("name")
+        if attr is not None and attr.immediateValue.tensor.strings.values:
+            attr.immediateValue.tensor.strings.values[0] = renamed(attr.immediateValue.tensor.strings.values[0])
+        for arg in op.inputs.values():
+            for b in arg.arguments:
+                if b.WhichOneof("binding") == "name":
+                    b.name = renamed(b.name)
 
 
 def _rename_uses(block, renames):
