@@ -297,13 +297,14 @@ class MethodConfig:
         if not isinstance(data, dict):
             raise ConfigError("expected a mapping with config_type and global_config / op_type_configs / "
                               "op_name_configs")
-        config_class = BY_COREMLTOOLS_CLASS.get(data.get("config_type"))
+        config_type = data.get("config_type")
+        config_class = BY_COREMLTOOLS_CLASS.get(config_type) if isinstance(config_type, str) else None
         if config_class is None:
             raise ConfigError(f"config_type must be one of {sorted(BY_COREMLTOOLS_CLASS)}, "
                               f"got {data.get('config_type')!r}")
         unknown = set(data) - {"config_type", "global_config", "op_type_configs", "op_name_configs"}
         if unknown:
-            raise ConfigError(f"unknown keys {sorted(unknown)}")
+            raise ConfigError(f"unknown keys {', '.join(sorted(map(repr, unknown)))}")
 
         def build(options):
             if options is None:
@@ -313,7 +314,7 @@ class MethodConfig:
             known = {f.name for f in fields(config_class)} - {"lut_function"}
             bad = set(options) - known
             if bad:
-                raise ConfigError(f"{config_class.coremltools_class}: unknown options {sorted(bad)}")
+                raise ConfigError(f"{config_class.coremltools_class}: unknown options {', '.join(sorted(map(repr, bad)))}")
             try:
                 return config_class(**options)
             except TypeError as exc:
@@ -321,8 +322,8 @@ class MethodConfig:
 
         def mapping(key):
             value = data.get(key) or {}
-            if not isinstance(value, dict):
-                raise ConfigError(f"{key} must be a mapping, got {value!r}")
+            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+                raise ConfigError(f"{key} must be a mapping from names to options, got {value!r}")
             return {k: build(v) for k, v in value.items()}
 
         return cls(build(data.get("global_config")), mapping("op_type_configs"), mapping("op_name_configs"))
@@ -333,11 +334,11 @@ class MethodConfig:
         import yaml
 
         try:
-            with open(path) as f:
-                data = yaml.safe_load(f)
+            with open(path, "rb") as f:
+                data = yaml.safe_load(f)   # bytes: the YAML reader checks the encoding
         except OSError as exc:
             raise ConfigError(f"{path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, RecursionError) as exc:
             raise ConfigError(f"{path}: not valid YAML ({exc})") from None
         try:
             return cls.from_dict(data)

@@ -52,23 +52,54 @@ def open_package(path: str) -> ModelPackage:
         raise PackageError(f"{path}: not an .mlpackage directory")
     manifest_path = os.path.join(path, "Manifest.json")
     try:
-        with open(manifest_path) as f:
-            manifest = json.load(f)
-        items = manifest["itemInfoEntries"]
-        root = items[manifest["rootModelIdentifier"]]
+        with open(manifest_path, "rb") as f:
+            manifest = json.loads(f.read())
     except FileNotFoundError:
         raise PackageError(f"{path}: not an .mlpackage (no Manifest.json)") from None
-    except (ValueError, KeyError, TypeError) as exc:
+    except OSError as exc:
+        raise PackageError(f"{path}: cannot read Manifest.json ({exc.strerror})") from None
+    except (ValueError, RecursionError) as exc:
         raise PackageError(f"{path}: malformed Manifest.json ({exc})") from None
+    root, items = _manifest_entries(path, manifest)
     data = os.path.join(path, "Data")
-    spec_path = os.path.join(data, root["path"])
+    spec_path = _item_path(path, data, root)
     if not os.path.isfile(spec_path):
         raise PackageError(f"{path}: the model spec {root['path']} named by Manifest.json is missing")
     weights_dir = None
-    for item in items.values():
+    for item in items:
         if item.get("name") == "weights" and item.get("author") == root.get("author"):
-            weights_dir = os.path.join(data, item["path"])
+            weights_dir = _item_path(path, data, item)
     return ModelPackage(path, spec_path, weights_dir)
+
+
+def _manifest_entries(path, manifest):
+    """The root item and all items of a parsed Manifest.json, each checked to be what the
+    package layout needs (a hostile manifest gets a PackageError, never a KeyError)."""
+
+    def malformed(why):
+        return PackageError(f"{path}: malformed Manifest.json ({why})")
+
+    if not isinstance(manifest, dict):
+        raise malformed("not a JSON object")
+    items = manifest.get("itemInfoEntries")
+    if not isinstance(items, dict):
+        raise malformed("no itemInfoEntries object")
+    root_id = manifest.get("rootModelIdentifier")
+    if not isinstance(root_id, str) or root_id not in items:
+        raise malformed(f"rootModelIdentifier {root_id!r} names no item")
+    for key, item in items.items():
+        if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+            raise malformed(f"item {key!r} has no path")
+    return items[root_id], list(items.values())
+
+
+def _item_path(path, data, item):
+    """The file an item names, which must lie inside the package's Data directory."""
+    relative = item["path"]
+    full = os.path.normpath(os.path.join(data, relative))
+    if os.path.isabs(relative) or "\x00" in relative or not full.startswith(os.path.normpath(data) + os.sep):
+        raise PackageError(f"{path}: Manifest.json names {relative!r}, outside the package's Data directory")
+    return full
 
 
 def iter_blob_offsets(spec):
@@ -207,6 +238,57 @@ def check_program(package: ModelPackage, spec) -> None:
         raise PackageError(f"{package.path} is a {kind} model; weight compression needs an ML program (mlprogram)")
     if spec.specificationVersion not in OPSETS:
         raise PackageError(f"{package.path}: unsupported specification version {spec.specificationVersion}")
+    _check_program_structure(package.path, spec.mlProgram)
+
+
+# A const larger than this many elements is a damaged or hostile spec, not a weight (2^40
+# fp16 values are 2 TB); checked before any size is multiplied out or allocated.
+MAX_CONST_ELEMENTS = 1 << 40
+
+
+def _check_program_structure(path, program):
+    """What the streaming walk relies on, checked once: every function has the block of its
+    opset, every op names its outputs, every const holds a tensor `val` of constant shape
+    stored inline or in weight.bin. A damaged spec gets a PackageError naming the op."""
+
+    def bad(where, why):
+        return PackageError(f"{path}: malformed program: {where}: {why}")
+
+    def walk(block, where):
+        for index, op in enumerate(block.operations):
+            op_where = f"{where}, op {index} ({op.type or 'no type'})"
+            if not op.type:
+                raise bad(op_where, "an op without a type")
+            if not op.outputs or not all(o.name for o in op.outputs):
+                raise bad(op_where, "an op whose outputs are not named")
+            if op.type == "const":
+                _check_const(op, op_where)
+            for inner in op.blocks:
+                walk(inner, op_where)
+
+    def _check_const(op, where):
+        val = op.attributes.get("val")
+        if val is None:
+            raise bad(where, f"const {op.outputs[0].name} has no value")
+        if val.type.WhichOneof("type") != "tensorType":
+            raise bad(where, f"const {op.outputs[0].name} is not a tensor")
+        count = 1
+        for d in val.type.tensorType.dimensions:
+            if d.WhichOneof("dimension") != "constant":
+                raise bad(where, f"const {op.outputs[0].name} has a dimension that is not a constant")
+            count *= d.constant.size
+            if count > MAX_CONST_ELEMENTS:
+                raise bad(where, f"const {op.outputs[0].name} claims more than 2^40 elements")
+        if val.WhichOneof("value") not in ("immediateValue", "blobFileValue"):
+            raise bad(where, f"const {op.outputs[0].name} holds no immediate value or weight.bin blob")
+
+    if not program.functions:
+        raise bad("the program", "no functions")
+    for name, function in program.functions.items():
+        if function.opset not in function.block_specializations:
+            raise bad(f"function {name}", f"no block for its opset {function.opset!r}")
+        for opset, block in function.block_specializations.items():
+            walk(block, f"function {name}")
 
 
 def load_spec(package: ModelPackage):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from ..config import MethodConfig, OpConfig, PalettizeConfig, QuantizeConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, PackageError
 
 
 @dataclass
@@ -55,7 +55,10 @@ class Graph:
             if const is None:
                 return False
             value = const.attributes["val"]
-        return bool(value.immediateValue.tensor.bools.values[0])
+        bools = value.immediateValue.tensor.bools.values
+        if len(bools) != 1:
+            raise PackageError(f"{op_name(consumer_op)}: {key} must be one boolean, got {len(bools)} values")
+        return bool(bools[0])
 
 
 def op_name(op) -> str:

@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import rules
 from ..config import MagnitudePruneConfig, MethodConfig, OpConfig, PalettizeConfig, QuantizeConfig, ThresholdPruneConfig
-from ..errors import ConfigError, MemoryBudgetError, NonFiniteWeightError, NotApplicableError
+from ..errors import ConfigError, MemoryBudgetError, NonFiniteWeightError, NotApplicableError, WeightFileError
 from ..metrics import psnr
 from . import values as V
 from .emit import Emitter
@@ -260,7 +260,10 @@ class _Walk:
             cached = self.shared.results.get((source,) + key)
             if cached is not None:  # the same blob, compressed the same way in an earlier function
                 return self.reuse(name, cached)
-        weight = V.read_value(val, self.reader).data.astype(np_dtype, copy=False)
+        try:
+            weight = V.read_value(val, self.reader).data.astype(np_dtype, copy=False)
+        except WeightFileError as exc:
+            raise WeightFileError(f"const {name}: {exc}") from None
         try:
             r = self.compress(name, weight, cfg, sizes, channel_axis)
         except NonFiniteWeightError as exc:

@@ -154,13 +154,20 @@ def read_value(value, reader) -> Tensor:
     which = field.WhichOneof("value")
     if which == "bytes":
         raw = np.frombuffer(field.bytes.values, np.uint8)
+        expected = (count * bits + 7) // 8
+        if raw.size != expected:
+            raise WeightFileError(f"inline value holds {raw.size} bytes, its type ({count} {name}) needs {expected}")
         data = unpack_bits(raw, count, bits, signed=dtype == INT4) if dtype in SUB_BYTE else raw.view(storage)
-    elif which == "floats":
+    elif which == "floats" and dtype in (FLOAT16, FLOAT32):
         data = np.array(field.floats.values, dtype=storage)
-    elif which == "ints":
-        data = np.array(field.ints.values, dtype=storage)
+    elif which == "ints" and np.issubdtype(storage, np.integer) and dtype not in SUB_BYTE:
+        wide = np.array(field.ints.values, dtype=np.int64)
+        limits = np.iinfo(storage)
+        if wide.size and (wide.min() < limits.min or wide.max() > limits.max):
+            raise WeightFileError(f"inline {name} value holds integers outside the {name} range")
+        data = wide.astype(storage)
     else:
-        raise WeightFileError(f"unsupported inline value kind {which}")
+        raise WeightFileError(f"a {name} value stored inline as {which or 'nothing'}")
     if data.size != count:
         raise WeightFileError(f"inline value holds {data.size} elements, its type says {count}")
     return Tensor(dtype, data.reshape(shape))

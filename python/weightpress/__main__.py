@@ -1,0 +1,7 @@
+"""`python -m weightpress ...`: the weightpress command without the installed script."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
