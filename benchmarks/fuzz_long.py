@@ -44,12 +44,12 @@ def main():
           f"{platform.processor() or 'cpu'}, Python {platform.python_version()}; "
           f"{args.minutes:g} min per target, one process each")
     print()
-    print("| target | inputs run | inputs/s | corpus (seeds -> kept) | peak RSS MB | slowest input s | findings |")
-    print("|---|---|---|---|---|---|---|")
+    print("| target | inputs run | inputs/s | corpus (seeds -> kept) | peak RSS MB | slowest input s | exit | findings |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         findings = ", ".join(os.path.basename(f) for f in r["findings"]) or "none"
         print(f"| {r['target']} | {r['inputs_run']} | {r['execs_per_second']} | {r['corpus_in']} -> "
-              f"{r['corpus_out']} | {r['peak_rss_mb']} | {r['slowest_input_seconds']} | {findings} |")
+              f"{r['corpus_out']} | {r['peak_rss_mb']} | {r['slowest_input_seconds']} | {r['exit_code']} | {findings} |")
     return 1 if any(r["findings"] or r["exit_code"] for r in rows) else 0
 
 

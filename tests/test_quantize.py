@@ -58,6 +58,32 @@ def test_conv_and_tuple_blocks_and_other_axes(dtype):
         assert_identical(r, ct_qparams(w, dtype, "linear", expected))
 
 
+@pytest.mark.parametrize("wdtype", [np.float16, np.float32])
+@pytest.mark.parametrize("dtype,mode", [("int4", "linear_symmetric"), ("uint4", "linear"), ("int8", "linear")])
+def test_every_kernel_path_identical_and_packed_as_core_ml_stores_it(wdtype, dtype, mode):
+    # The kernel takes one of three paths by block layout: short contiguous blocks (batched
+    # parameters), long contiguous blocks (cut into pieces of 16,384 values, extrema merged),
+    # blocks that are not contiguous (conv_transpose's output axis 1); 4-bit data is packed
+    # as it is produced, in chunks that must meet on byte boundaries (odd block lengths).
+    rng = np.random.default_rng(7)
+    cases = [
+        ((40, 20000), dict(granularity="per_channel")),                        # long rows
+        ((6, 7001), dict(granularity="per_tensor")),                           # one long odd block
+        ((3, 40001), dict(granularity="per_channel")),                         # long odd rows
+        ((24, 96), dict(granularity="per_block", block_size=32)),              # short blocks
+        ((9, 35), dict(granularity="per_block", block_size=5)),                # short odd blocks
+        ((17, 3), dict(granularity="per_channel")),                            # odd rows of 3
+        ((16, 12, 3, 3), dict(granularity="per_block", block_size=4, channel_axis=1, input_axis=0)),  # strided
+    ]
+    for shape, kwargs in cases:
+        w = (rng.standard_normal(shape) * 0.05).astype(wdtype)
+        w.reshape(-1)[:3] = [1e-7, -3e-8, 0.0]  # subnormal halves in the first block
+        r = quantize(w, dtype, mode=mode, **kwargs)
+        assert_identical(r, ct_qparams(w, dtype, mode, r.block_sizes))
+        assert np.array_equal(r.packed_data, wp.pack_bits(r.data.astype(np.int8 if r.signed else np.uint8),
+                                                           r.nbits)), (shape, kwargs)
+
+
 def test_fp16_edge_cases_underflow_and_overflow():
     w = np.zeros((3, 16), np.float16)
     w[1] = 1e-6  # the scale underflows to 0 in fp16: w / 0 = inf, clipped

@@ -63,6 +63,10 @@ void unpack_range(const std::uint8_t* p, std::size_t n, int nbits, std::uint8_t*
 
 }  // namespace
 
+void pack_bits_range(const std::uint8_t* values, std::size_t n, int nbits, std::uint8_t* out) {
+    pack_range(values, n, nbits, out);
+}
+
 void pack_bits(const std::uint8_t* values, std::size_t n, int nbits, std::uint8_t* out, int threads) {
     const std::size_t chunks = (n + kChunkElems - 1) / kChunkElems;
     parallel_for(chunks, threads, [&](int, std::size_t c) {

@@ -38,7 +38,10 @@ def unpack_bits(packed, count: int, nbits: int, signed: bool = False, num_thread
     if isinstance(packed, (bytes, bytearray, memoryview)):
         packed = np.frombuffer(packed, dtype=np.uint8)
     out = _core.unpack_bits(np.ascontiguousarray(packed, dtype=np.uint8).reshape(-1), int(count), nbits, num_threads or 0)
-    if signed:
-        wide = out.astype(np.int16)
-        return np.where(wide >= (1 << (nbits - 1)), wide - (1 << nbits), wide).astype(np.int8)
+    if signed and nbits < 8:  # two's complement of nbits, in place: (x ^ half) - half
+        out ^= np.uint8(1 << (nbits - 1))
+        out = out.view(np.int8)
+        out -= np.int8(1 << (nbits - 1))
+    elif signed:
+        out = out.view(np.int8)
     return out

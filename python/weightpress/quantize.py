@@ -25,16 +25,19 @@ GRANULARITIES = ("per_tensor", "per_channel", "per_block")
 
 @dataclass(frozen=True)
 class QuantParts:
-    """data: int8 (int4/int8) or uint8 (uint4/uint8) values in the weight's shape; scale: the
-    weight's dtype, one entry per block; offset: the zero point in data's dtype, or None where
-    coremltools omits it (signed symmetric)."""
+    """data: int8 (int4/int8) or uint8 (uint4/uint8) values in the weight's shape, or None
+    when `packed` holds them (4-bit data comes from the kernel packed LSB-first, as Core ML
+    stores it; QuantizeResult unpacks it only when asked); scale: the weight's dtype, one
+    entry per block; offset: the zero point in data's dtype, or None where coremltools omits
+    it (signed symmetric)."""
 
     dtype: str
     mode: str
     block_sizes: Tuple[int, ...]
-    data: np.ndarray
+    data: Optional[np.ndarray]
     scale: np.ndarray
     offset: Optional[np.ndarray]
+    packed: Optional[np.ndarray] = None
 
 
 def block_sizes_for(shape, granularity, block_size, channel_axis, input_axis):
@@ -101,15 +104,21 @@ def quantize_parts(
     if gpu is not None:
         data, scale, offset = _quantize_on(gpu, w, source, blocks, nbits, signed, mode == "linear_symmetric")
     else:
+        # sub-byte data packed as it is produced: no byte-per-value array for a 4-bit weight
         data, scale, offset = kernel_call(
-            lambda: _core.quantize_blockwise(source, blocks, nbits, signed, mode == "linear_symmetric", threads),
+            lambda: _core.quantize_blockwise(source, blocks, nbits, signed, mode == "linear_symmetric", threads,
+                                             packed=nbits < 8),
             w, "quantize")
+    packed = None
+    if gpu is None and nbits < 8:
+        data, packed = None, data
     if w.dtype == np.float16:
         scale = scale.view(np.float16)
     reason = rules.finite_parameters("quantize", "scale", scale)
     if reason:
         raise NotApplicableError("quantize", reason)
-    return w, QuantParts(dtype=dtype, mode=mode, block_sizes=tuple(sizes), data=data, scale=scale, offset=offset)
+    return w, QuantParts(dtype=dtype, mode=mode, block_sizes=tuple(sizes), data=data, scale=scale, offset=offset,
+                         packed=packed)
 
 
 def _quantize_on(device, w, source, blocks, nbits, signed, symmetric):

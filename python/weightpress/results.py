@@ -34,7 +34,7 @@ from typing import List, Optional
 import numpy as np
 
 from .compressed import CompressedWeight, StoredPart, check_target, dtype_bits, part, repeated_shape
-from .packing import pack_bits
+from .packing import pack_bits, unpack_bits
 from .palettize import IOS16_NBITS, LutParts, palettize_parts
 from .prune import SparseParts, prune_parts
 from .quantize import DTYPES, QuantParts, quantize_parts
@@ -279,9 +279,18 @@ class QuantizeResult(CompressedWeight):
         self.nbits, self.signed = DTYPES[parts.dtype]
         self.mode = parts.mode
         self.block_sizes = tuple(parts.block_sizes)
-        self.data = parts.data
+        if parts.data is not None:
+            self.data = parts.data
+        if parts.packed is not None:
+            self.packed_data = parts.packed
         self.scale = parts.scale
         self.offset = parts.offset
+
+    @cached_property
+    def data(self) -> np.ndarray:
+        """The integer values in the weight's shape (unpacked on first use when the kernel
+        produced them packed)."""
+        return unpack_bits(self.packed_data, int(np.prod(self.shape)), self.nbits, signed=self.signed).reshape(self.shape)
 
     @cached_property
     def packed_data(self) -> np.ndarray:

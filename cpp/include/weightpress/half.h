@@ -51,26 +51,48 @@ inline std::uint16_t half_from_double(double d) {
     return sign | static_cast<std::uint16_t>(kept);
 }
 
-// The decode as a 65,536-entry table (the quantizer's hot loop reads it instead of
-// branching); filled from wp::half_to_float once.
-const float* half_table();
-
-// In-place rounding to the nearest half for the normal half range (2^-14 <= |x| < 65520,
-// where it equals wp::round_half); returns 1 and leaves x untouched elsewhere, where the
-// caller must use wp::round_half. Branch-free, so tile loops vectorise.
-inline std::uint32_t round_half_fast(float& x) {
-    std::uint32_t u;
-    std::memcpy(&u, &x, sizeof u);
-    const std::uint32_t exponent = (u >> 23) & 0xff;
-    const std::uint32_t rounded = (u + 0xfff + ((u >> 13) & 1)) & ~0x1fffu;
-    const std::uint32_t ok = (exponent >= 113) & ((u & 0x7fffffffu) < 0x477ff000u);
-    if (ok) std::memcpy(&x, &rounded, sizeof x);
-    return ok ^ 1u;
+// wp::half_to_float without branches or a table, so that loops over fp16 data vectorise
+// (x86 without F16C in the baseline, NEON, any width): normal halves by rebiasing the
+// exponent, subnormals as mantissa * 2^-24 (an exact integer-to-float product), Inf/NaN by
+// forcing the exponent to all ones. Checked over all 65,536 patterns by check_fp16_paths.
+inline float half_to_float_branchless(std::uint32_t h) {
+    const std::uint32_t magnitude = h & 0x7fffu;
+    const std::uint32_t sign = (h & 0x8000u) << 16;
+    const float subnormal = static_cast<float>(static_cast<std::int32_t>(magnitude)) * 5.9604644775390625e-8f;
+    std::uint32_t subnormal_bits;
+    std::memcpy(&subnormal_bits, &subnormal, sizeof subnormal_bits);
+    // selects as masks: GCC if-converts these where it keeps `?:` as control flow
+    const std::uint32_t is_special = 0u - static_cast<std::uint32_t>(magnitude >= 0x7c00u);
+    const std::uint32_t is_subnormal = 0u - static_cast<std::uint32_t>(magnitude < 0x400u);
+    // rebiased exponent; for Inf/NaN (exponent 31 -> 143) OR-ing 0xff covers it exactly
+    std::uint32_t bits = ((magnitude << 13) + (112u << 23)) | (is_special & 0x7f800000u);
+    bits = (bits & ~is_subnormal) | (subnormal_bits & is_subnormal);
+    bits |= sign;
+    float out;
+    std::memcpy(&out, &bits, sizeof out);
+    return out;
 }
 
-// Mismatches between every CPU path and the shared helpers over `n` float samples (fast
-// rounding vs wp::round_half, the decode table and half_to_double vs wp::half_to_float over
-// all 65,536 patterns, half_from_double of a float vs wp::half_bits(wp::round_half)).
+// wp::round_half inside the normal half range (2^-14 <= |x| < 65520), x unchanged outside
+// it (zero, subnormal halves, overflow to Inf, Inf, NaN). Branch-free, so loops vectorise;
+// a caller uses it only where it proves the outside cases do not matter (the quantizer:
+// there rint and clipping give the same byte either way).
+inline float round_half_in_normal_range(float x) {
+    std::uint32_t u;
+    std::memcpy(&u, &x, sizeof u);
+    const std::uint32_t exponent = (u >> 23) & 0xffu;
+    const std::uint32_t rounded = (u + 0xfffu + ((u >> 13) & 1u)) & ~0x1fffu;
+    const std::uint32_t normal =
+        0u - (static_cast<std::uint32_t>(exponent >= 113u) & static_cast<std::uint32_t>((u & 0x7fffffffu) < 0x477ff000u));
+    u = (rounded & normal) | (u & ~normal);
+    float out;
+    std::memcpy(&out, &u, sizeof out);
+    return out;
+}
+
+// Mismatches between every CPU path and the shared helpers over `n` float samples
+// (round_half_in_normal_range vs wp::round_half in the normal range and x outside it;
+// half_to_float_branchless and half_to_double vs wp::half_to_float over all 65,536 patterns; half_from_double of a float vs wp::half_bits(wp::round_half)).
 std::size_t check_fp16_paths(const float* samples, std::size_t n);
 
 }  // namespace weightpress

@@ -33,12 +33,13 @@ struct QuantizeSpec {
 std::size_t quantize_block_count(const QuantizeSpec& spec);
 
 // weight: fp16 bit patterns (quantize_f16) or float32 values (quantize_f32), C order.
-// data: one int8/uint8 byte per element (weight's shape). scale: per block, in the weight's
+// data: one int8/uint8 byte per element (weight's shape), or with `pack` the elements packed
+// to nbits LSB-first (pack.h; packed_size(n, nbits) bytes), as Core ML stores them. scale: per block, in the weight's
 // dtype (fp16 bits or float). zero_point: per block (int8/uint8 bytes) or nullptr when the
 // mode has none (signed symmetric).
 void quantize_f16(const std::uint16_t* weight, const QuantizeSpec& spec, int threads, std::uint8_t* data,
-                  std::uint16_t* scale, std::uint8_t* zero_point);
+                  std::uint16_t* scale, std::uint8_t* zero_point, bool pack = false);
 void quantize_f32(const float* weight, const QuantizeSpec& spec, int threads, std::uint8_t* data, float* scale,
-                  std::uint8_t* zero_point);
+                  std::uint8_t* zero_point, bool pack = false);
 
 }  // namespace weightpress

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "bindings.h"
+#include "weightpress/pack.h"
 #include "weightpress/quantize.h"
 
 namespace py = pybind11;
@@ -14,7 +15,7 @@ void register_quantize(py::module_& m) {
     m.def(
         "quantize_blockwise",
         [](py::array weight, std::vector<std::int64_t> block, int nbits, bool is_signed, bool symmetric,
-           int threads) -> py::tuple {
+           int threads, bool packed) -> py::tuple {
             QuantizeSpec spec{};
             spec.rank = static_cast<int>(weight.ndim());
             if (spec.rank < 1 || spec.rank > 8) throw py::value_error("quantize: rank must be in [1, 8]");
@@ -31,9 +32,15 @@ void register_quantize(py::module_& m) {
             spec.is_signed = is_signed;
             spec.symmetric = symmetric;
             const bool has_zp = !(is_signed && symmetric);
-            py::array data(is_signed ? py::dtype::of<std::int8_t>() : py::dtype::of<std::uint8_t>(),
-                           std::vector<py::ssize_t>(weight.shape(), weight.shape() + spec.rank));
-            py::array zp = has_zp ? py::array(data.dtype(), grid) : py::array();
+            std::size_t count = 1;
+            for (int a = 0; a < spec.rank; ++a) count *= static_cast<std::size_t>(spec.shape[a]);
+            py::array data = packed
+                ? py::array(py::dtype::of<std::uint8_t>(),
+                            std::vector<py::ssize_t>{static_cast<py::ssize_t>(packed_size(count, nbits))})
+                : py::array(is_signed ? py::dtype::of<std::int8_t>() : py::dtype::of<std::uint8_t>(),
+                            std::vector<py::ssize_t>(weight.shape(), weight.shape() + spec.rank));
+            py::array zp = has_zp ? py::array(is_signed ? py::dtype::of<std::int8_t>() : py::dtype::of<std::uint8_t>(), grid)
+                                  : py::array();
             auto* d = static_cast<std::uint8_t*>(data.mutable_data());
             auto* z = has_zp ? static_cast<std::uint8_t*>(zp.mutable_data()) : nullptr;
             if (weight.dtype().is(py::dtype::of<std::uint16_t>())) {
@@ -42,7 +49,7 @@ void register_quantize(py::module_& m) {
                 const std::uint16_t* wp = w.data();
                 std::uint16_t* sp = scale.mutable_data();
                 run_cancellable([&] {
-                    quantize_f16(wp, spec, threads, d, sp, z);
+                    quantize_f16(wp, spec, threads, d, sp, z, packed);
                 });
                 return py::tuple(py::make_tuple(data, scale, has_zp ? py::object(zp) : py::none()));
             }
@@ -52,15 +59,16 @@ void register_quantize(py::module_& m) {
                 const float* wp = w.data();
                 float* sp = scale.mutable_data();
                 run_cancellable([&] {
-                    quantize_f32(wp, spec, threads, d, sp, z);
+                    quantize_f32(wp, spec, threads, d, sp, z, packed);
                 });
                 return py::tuple(py::make_tuple(data, scale, has_zp ? py::object(zp) : py::none()));
             }
             throw py::type_error("quantize: expected uint16 (fp16 bits) or float32 weight");
         },
         py::arg("weight"), py::arg("block"), py::arg("nbits"), py::arg("is_signed"), py::arg("symmetric"),
-        py::arg("threads") = 0,
-        "Blockwise linear quantization -> (data int8/uint8, scale per block (fp16 bits or f32), zero point or None)");
+        py::arg("threads") = 0, py::arg("packed") = false,
+        "Blockwise linear quantization -> (data int8/uint8 in the weight's shape, or with packed=True the values "
+        "packed to nbits LSB-first as uint8; scale per block (fp16 bits or f32); zero point or None)");
 }
 
 }  // namespace weightpress::bindings

@@ -100,7 +100,8 @@ class Emitter:
             self._attr(op, "zero_point", V.Tensor(code, np.asarray(q.zero_point)))
             return [op]
         op = self._op("constexpr_blockwise_shift_scale", f"{name}_quantized", dtype, shape)
-        self._input(op, "data", V.Tensor(code, r.data))
+        data = V.Tensor.prepacked(code, shape, r.packed_data) if r.nbits < 8 else V.Tensor(code, r.data)
+        self._input(op, "data", data)
         self._input(op, "scale", V.Tensor(dtype, r.scale))
         if r.offset is not None:
             self._input(op, "offset", V.Tensor(code, r.offset))

@@ -108,7 +108,9 @@ def stream_compress(package: ModelPackage, spec, out_path: str, config: MethodCo
         weights_dir = os.path.join(tmp, os.path.relpath(package.weights_dir, package.path)) if package.weights_dir \
             else os.path.join(tmp, "Data", "com.apple.CoreML", "weights")
         os.makedirs(weights_dir, exist_ok=True)
-        with _reader(package) as reader, WeightFileWriter(os.path.join(weights_dir, "weight.bin")) as writer:
+        # blobs waiting to be written: part of the memory budget
+        queue = max(1 << 20, min(256 << 20, budget // 4))
+        with _reader(package) as reader, WeightFileWriter(os.path.join(weights_dir, "weight.bin"), queue) as writer:
             shared = _Shared(Emitter(MIL_pb2, spec_version, writer))
             walks = []
             for name in names:
@@ -200,7 +202,10 @@ class _Walk:
 
     def block(self, blk):
         new_ops = []
-        for op in blk.operations:
+        ops = blk.operations
+        for i, op in enumerate(ops):
+            if i + 1 < len(ops):
+                _prefetch_blobs(ops[i + 1], self.reader)  # read ahead while this one computes
             for inner in op.blocks:
                 self.block(inner)
             replacement = self.const(op) if op.type == "const" else None
@@ -210,6 +215,7 @@ class _Walk:
             else:
                 self.renames[op.outputs[0].name] = replacement[-1].outputs[0].name
                 new_ops.extend(replacement)
+                _release_blobs(op, self.reader)
             if self.bar is not None and op.type == "const":
                 self.bar.update(_blob_bytes(op, self.reader))
         del blk.operations[:]
@@ -446,7 +452,8 @@ def _blob_bytes(op, reader):
 
 
 def _copy_blobs(op, reader, writer, copied):
-    """Copies the blobs an op keeps into the output weight.bin (once per source blob)."""
+    """Copies the blobs an op keeps into the output weight.bin (once per source blob),
+    straight from the input's mapping; their pages are released once written."""
     for value in _blob_values(op):
         old = value.blobFileValue.offset
         if old not in copied:
@@ -454,8 +461,20 @@ def _copy_blobs(op, reader, writer, copied):
             data = reader.read_bytes(blob)
             bits = {"int4": 4, "uint4": 4, "uint1": 1, "uint2": 2, "uint3": 3, "uint6": 6}.get(blob.dtype)
             count = blob.element_count() if bits else len(data)
-            copied[old] = writer.write(blob.dtype, data, count)
+            copied[old] = writer.write(blob.dtype, data, count, done=lambda blob=blob: reader.release(blob))
         value.blobFileValue.offset = copied[old]
+
+
+def _prefetch_blobs(op, reader):
+    if reader is not None and op.type == "const":
+        for value in _blob_values(op):
+            reader.prefetch(reader.blob(value.blobFileValue.offset))
+
+
+def _release_blobs(op, reader):
+    if reader is not None:
+        for value in _blob_values(op):
+            reader.release(reader.blob(value.blobFileValue.offset))
 
 
 def _copy_op(op):

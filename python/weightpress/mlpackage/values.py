@@ -45,7 +45,7 @@ class Tensor:
 
     dtype: int  # MIL dtype code
     data: np.ndarray
-    packed: Optional[bytes] = None
+    packed: Optional[object] = None  # a buffer (numpy array or bytes) of the packed elements
 
     @property
     def shape(self):
@@ -53,7 +53,7 @@ class Tensor:
 
     @classmethod
     def prepacked(cls, dtype, shape, packed):
-        return cls(dtype, np.broadcast_to(np.zeros((), np.uint8), tuple(shape)), bytes(packed))
+        return cls(dtype, np.broadcast_to(np.zeros((), np.uint8), tuple(shape)), packed)
 
 
 def tensor_type_of(value):
@@ -69,14 +69,15 @@ def goes_to_weight_file(dtype: int, count: int, spec_version: int) -> bool:
     return count >= 10 and dtype in blobbable
 
 
-def _packed_bytes(tensor: Tensor) -> bytes:
+def _packed_bytes(tensor: Tensor):
+    """The tensor's elements packed LSB-first (a buffer: a numpy array or bytes)."""
     if tensor.packed is not None:
         return tensor.packed
     bits = TYPES[tensor.dtype][1]
     flat = tensor.data.reshape(-1)
     if tensor.dtype == INT4:
-        flat = flat.astype(np.int8)
-    return pack_bits(flat, bits).tobytes()
+        flat = flat.astype(np.int8, copy=False)
+    return pack_bits(flat, bits)
 
 
 def set_tensor_type(proto_type, dtype, shape):
@@ -96,7 +97,7 @@ def make_value(MIL_pb2, tensor: Tensor, spec_version: int, blobs):
         if tensor.dtype in SUB_BYTE:
             data = _packed_bytes(tensor)
         else:
-            data = np.ascontiguousarray(tensor.data, dtype=TYPES[tensor.dtype][2]).tobytes()
+            data = np.ascontiguousarray(tensor.data, dtype=TYPES[tensor.dtype][2])
         value.blobFileValue.fileName = "@model_path/weights/weight.bin"
         value.blobFileValue.offset = blobs.write(TYPES[tensor.dtype][0], data, tensor.data.size)
         return value
@@ -105,7 +106,7 @@ def make_value(MIL_pb2, tensor: Tensor, spec_version: int, blobs):
         (field.bytes if tensor.dtype in IN_BYTES else field.floats if tensor.dtype == FLOAT32
          else field.ints).SetInParent()
     elif tensor.dtype in SUB_BYTE:
-        field.bytes.values = _packed_bytes(tensor)
+        field.bytes.values = bytes(_packed_bytes(tensor))
     elif tensor.dtype in IN_BYTES:
         field.bytes.values = np.ascontiguousarray(tensor.data, dtype=TYPES[tensor.dtype][2]).tobytes()
     elif tensor.dtype == FLOAT32:

@@ -10,8 +10,11 @@ its metadata.
 
 from __future__ import annotations
 
+import collections
+import mmap
 import os
 import struct
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,8 +75,11 @@ class Blob:
 class WeightFileReader:
     """Random access to the blobs of one weight.bin, every header checked on first touch.
 
-    Reads with os.pread: no mapping of the whole file, so memory stays at the size of the
-    blob being read however large the file is."""
+    The file is memory-mapped: a blob's data is read in place from the page cache (no copy,
+    no fresh buffer to fault in), `prefetch` asks the kernel to read a blob ahead, and
+    `release` drops a finished blob's pages from this process (the page cache keeps them),
+    so resident memory stays at the blobs in use however large the file is. The file must
+    not be truncated while it is read (every size was validated against it on open)."""
 
     def __init__(self, path: str):
         self.path = path
@@ -84,22 +90,50 @@ class WeightFileReader:
         self.size = os.fstat(self._fd).st_size
         head = os.pread(self._fd, HEADER_SIZE, 0)
         if len(head) < HEADER_SIZE:
+            os.close(self._fd)
             raise WeightFileError(f"{path}: truncated header ({self.size} bytes)")
         self.count, self.version = _HEADER.unpack(head)
         if self.version != VERSION:
+            os.close(self._fd)
             raise WeightFileError(f"{path}: unsupported blob storage version {self.version} (expected {VERSION})")
+        self._map = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
+        self._view = memoryview(self._map)
         self._cache: dict = {}
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        if self._fd < 0:
+            return
+        os.close(self._fd)
+        self._fd = -1
+        self._view.release()
+        try:
+            self._map.close()
+        except BufferError:  # arrays still view the mapping: it closes when the last goes
+            pass
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+    def _advise(self, blob: Blob, advice_name: str) -> None:
+        advice = getattr(mmap, advice_name, None)
+        if advice is None or not hasattr(self._map, "madvise") or blob.nbytes == 0:
+            return
+        start = blob.data_offset - blob.data_offset % mmap.PAGESIZE
+        try:
+            self._map.madvise(advice, start, blob.end - start)
+        except (OSError, ValueError):  # advice only
+            pass
+
+    def prefetch(self, blob: Blob) -> None:
+        """Starts reading a blob the caller will need soon (cold files; free when cached)."""
+        self._advise(blob, "MADV_WILLNEED")
+
+    def release(self, blob: Blob) -> None:
+        """Drops a finished blob's pages from this process's memory (they stay cached)."""
+        self._advise(blob, "MADV_DONTNEED")
 
     def blob(self, offset: int) -> Blob:
         """The blob whose metadata starts at `offset`, validated."""
@@ -128,11 +162,9 @@ class WeightFileReader:
         self._cache[offset] = blob
         return blob
 
-    def read_bytes(self, blob: Blob) -> bytes:
-        data = os.pread(self._fd, blob.nbytes, blob.data_offset)
-        if len(data) != blob.nbytes:
-            raise WeightFileError(f"{self.path}: short read of blob at {blob.offset}")
-        return data
+    def read_bytes(self, blob: Blob) -> memoryview:
+        """The blob's data in place (a read-only view of the mapping)."""
+        return self._view[blob.data_offset:blob.end]
 
     def read_array(self, offset: int, dtype: str, count: int) -> np.ndarray:
         """The elements of a byte-sized blob as a numpy array, checked against the type and
@@ -158,38 +190,117 @@ class WeightFileReader:
 
 
 class WeightFileWriter:
-    """Appends blobs to a new weight.bin; the header's count is written on close."""
+    """Appends blobs to a new weight.bin; the header's count is written on close.
 
-    def __init__(self, path: str):
+    Offsets are assigned when a blob is handed over (the program needs them at once); the
+    bytes are written by a background thread, so writing overlaps the next weight's
+    compression. At most `queue_bytes` wait to be written (a handed-over buffer must not
+    change until then); a write error (a full disk) is raised by the next call."""
+
+    def __init__(self, path: str, queue_bytes: int = 64 << 20):
         self.path = path
-        self._f = open(path, "wb")
-        self._f.write(b"\0" * HEADER_SIZE)
+        self._f = open(path, "wb", buffering=0)
         self.count = 0
         self.offset = HEADER_SIZE
+        self._limit = max(1, queue_bytes)
+        self._queue: collections.deque = collections.deque()
+        self._queued = 0
+        self._error: BaseException | None = None
+        self._closing = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._drain, name="weightpress-weight-writer", daemon=True)
+        self._thread.start()
+        self._put(b"\0" * HEADER_SIZE)
 
-    def write(self, dtype: str, data: bytes, element_count: int) -> int:
-        """Writes one blob; returns its metadata offset (what the program stores)."""
+    def write(self, dtype: str, data, element_count: int, done=None) -> int:
+        """Queues one blob (`data`: any contiguous buffer, written without a copy); returns its
+        metadata offset (what the program stores). done(), if given, runs in the writer thread
+        once the bytes are written."""
+        data = memoryview(data).cast("B")
         code = DTYPE_CODES[dtype]
         bits = DTYPES[code][1]
         padding = (8 - element_count * bits % 8) % 8 if bits < 8 else 0
         offset = align(self.offset)
-        if offset > self.offset:
-            self._f.write(b"\0" * (offset - self.offset))
-        self._f.write(_METADATA.pack(SENTINEL, code, len(data), offset + METADATA_SIZE, padding))
-        self._f.write(data)
+        head = b"\0" * (offset - self.offset) + _METADATA.pack(SENTINEL, code, len(data), offset + METADATA_SIZE,
+                                                              padding)
+        self._put(head)
+        self._put(data, done)
         self.offset = offset + METADATA_SIZE + len(data)
         self.count += 1
         return offset
 
+    def _put(self, data, done=None) -> None:
+        with self._cond:
+            while self._error is None and self._queued > 0 and self._queued + len(data) > self._limit:
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+            self._queue.append((data, done))
+            self._queued += len(data)
+            self._cond.notify_all()
+
+    def _drain(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                data, done = self._queue[0]
+            try:
+                if self._error is None:
+                    _write_all(self._f, data)
+                    if done is not None:
+                        done()
+            except BaseException as exc:  # noqa: BLE001 (handed to the caller's thread)
+                with self._cond:
+                    self._error = exc
+            with self._cond:
+                self._queue.popleft()
+                self._queued -= len(data)
+                self._cond.notify_all()
+
+    def _finish(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join()
+
     def close(self) -> None:
+        """Writes what is queued and the header; raises the writer thread's error, if any."""
         if self._f.closed:
             return
-        self._f.seek(0)
-        self._f.write(_HEADER.pack(self.count, VERSION))
+        try:
+            self._finish()
+            if self._error is not None:
+                raise self._error
+            self._f.seek(0)
+            _write_all(self._f, _HEADER.pack(self.count, VERSION))
+        finally:
+            self._f.close()
+
+    def abort(self) -> None:
+        """Stops without writing what is queued (the output is being thrown away)."""
+        if self._f.closed:
+            return
+        with self._cond:
+            self._error = self._error or RuntimeError("weight file writer aborted")
+            self._cond.notify_all()
+        self._finish()
         self._f.close()
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _write_all(f, data) -> None:
+    view = memoryview(data)
+    while len(view):
+        written = f.write(view)
+        view = view[written:]
