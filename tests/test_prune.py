@@ -178,7 +178,7 @@ def test_percentile_by_selection_equals_numpy():
         if t % 5 == 0:
             m = (np.round(m * 8) / 8).astype(dtype)  # repeated values
         q = float(rng.choice([0.1, 0.5, 0.75, 0.9, 1 / 3, rng.uniform(0, 1)])) * 100
-        ours, ref = np.asarray(_percentile(m, q, 1)), np.asarray(np.percentile(m, q))
+        ours, ref = np.asarray(_percentile(m, q, 1, m)), np.asarray(np.percentile(m, q))
         assert ours.dtype == ref.dtype and ours.tobytes() == ref.tobytes(), (n, q)
 
 

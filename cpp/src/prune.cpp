@@ -1,6 +1,9 @@
 #include "weightpress/prune.h"
 
 #include <algorithm>
+#include <atomic>
+#include <climits>
+#include <cstdint>
 #include <cmath>
 #include <cstring>
 #include <type_traits>
@@ -8,8 +11,10 @@
 #include <string>
 #include <vector>
 
+#include "weightpress/errors.h"
 #include "weightpress/half.h"
 #include "weightpress/kernels/half_float.h"
+#include "weightpress/multiversion.h"
 #include "weightpress/parallel.h"
 
 namespace weightpress {
@@ -17,116 +22,173 @@ namespace {
 
 constexpr std::size_t kChunk = 1 << 16;  // elements per chunk: a multiple of 8, so mask bytes never straddle
 
-inline float f16(std::uint16_t h) { return static_cast<float>(half_to_double(h)); }
+// ---------------------------------------------------------------- sparsify
+// The keep test as integer compares on magnitude keys: the bit pattern without its sign
+// (non-negative IEEE values order like their bits; -0 and +0 share key 0). An element
+// survives when key(w) != 0 and, by threshold, key(magnitude) > cut_key, where cut_key is
+// the key of the largest value of the dtype <= threshold, so the compare is exact for any
+// float threshold; or, by mask, when pruned[i] == 0. A key at or above the Inf pattern is
+// NaN or Inf: reported, never kept silently.
 
-struct F16 {
+struct HalfBits {
     using T = std::uint16_t;
-    static float value(T v) { return f16(v); }
-    static bool is_zero(T v) { return (v & 0x7fff) == 0; }
-    static float magnitude(T v) { return f16(static_cast<T>(v & 0x7fff)); }
+    static constexpr std::uint32_t kMagnitude = 0x7fffu, kInf = 0x7c00u;
+    static std::uint32_t key(T v) { return v & kMagnitude; }
+    static std::uint32_t cut_key(float t) {
+        if (!(t >= 0.0f)) return 0;  // negative or NaN: every nonzero element survives
+        std::uint32_t h = half_from_double(static_cast<double>(t));
+        if (static_cast<float>(half_to_double(static_cast<std::uint16_t>(h))) > t) --h;  // round down
+        return h;
+    }
 };
-struct F32 {
+struct FloatBits {
     using T = float;
-    static float value(T v) { return v; }
-    static bool is_zero(T v) { return v == 0.0f; }
-    static float magnitude(T v) { return std::fabs(v); }
+    static constexpr std::uint32_t kMagnitude = 0x7fffffffu, kInf = 0x7f800000u;
+    static std::uint32_t key(T v) {
+        std::uint32_t u;
+        std::memcpy(&u, &v, sizeof u);
+        return u & kMagnitude;
+    }
+    static std::uint32_t cut_key(float t) { return t >= 0.0f ? key(t) : 0; }
 };
 
-// The keep test on fp16 bit patterns: for non-negative halves, value order is the order of
-// the bits, so |w| <= t compares (bits & 0x7fff) with the bits of t (t must be a half value).
-struct HalfKeys {
-    bool usable;
-    std::uint16_t threshold;
-};
+// Eight 0/1 bytes (element i in byte i) to one LSB-first mask byte: in the product every
+// byte lands on its own bit of the top byte, with no carries (docs/formats.md, "Pruning").
+inline std::uint32_t pack_flags8(const std::uint8_t* flags) {
+    std::uint64_t x;
+    std::memcpy(&x, flags, 8);
+    return static_cast<std::uint32_t>((x * 0x0102040810204080ull) >> 56);
+}
 
-inline HalfKeys half_threshold_key(float threshold) {
-    if (!(threshold >= 0.0f)) return {false, 0};
-    const std::uint16_t key = half_from_double(static_cast<double>(threshold));
-    return {static_cast<float>(half_to_double(key)) == threshold, key};
+// Pass 1 over one chunk: mask bytes and survivors. Returns the survivors, or SIZE_MAX when
+// the chunk holds NaN/Inf (no exception out of a multiversioned function).
+template <typename K>
+WP_FORCE_INLINE std::size_t mask_chunk_impl(const typename K::T* w, std::size_t n, const typename K::T* magnitude,
+                                            const std::uint8_t* pruned, std::uint32_t cut, std::uint8_t* mask) {
+    constexpr std::size_t kTile = 512;  // flags for a tile, then packed
+    std::uint8_t flags[kTile];
+    std::size_t count = 0;
+    std::uint32_t bad = 0;
+    for (std::size_t t0 = 0; t0 < n; t0 += kTile) {
+        const std::size_t m = std::min(kTile, n - t0);
+        const typename K::T* src = w + t0;
+        if (pruned) {
+            const std::uint8_t* p = pruned + t0;
+            for (std::size_t i = 0; i < m; ++i) {
+                const std::uint32_t k = K::key(src[i]);
+                bad |= static_cast<std::uint32_t>(k >= K::kInf);
+                flags[i] = static_cast<std::uint8_t>(static_cast<std::uint32_t>(k != 0) & static_cast<std::uint32_t>(p[i] == 0));
+            }
+        } else if (magnitude) {
+            const typename K::T* mag = magnitude + t0;
+            for (std::size_t i = 0; i < m; ++i) {
+                const std::uint32_t k = K::key(src[i]);
+                bad |= static_cast<std::uint32_t>(k >= K::kInf);
+                flags[i] = static_cast<std::uint8_t>(static_cast<std::uint32_t>(k != 0) &
+                                                     static_cast<std::uint32_t>(K::key(mag[i]) > cut));
+            }
+        } else {
+            for (std::size_t i = 0; i < m; ++i) {
+                const std::uint32_t k = K::key(src[i]);
+                bad |= static_cast<std::uint32_t>(k >= K::kInf);
+                flags[i] = static_cast<std::uint8_t>(static_cast<std::uint32_t>(k > cut) & static_cast<std::uint32_t>(k != 0));
+            }
+        }
+        for (std::size_t i = 0; i < m; ++i) count += flags[i];
+        const std::size_t full = m / 8;
+        std::uint8_t* out = mask + t0 / 8;
+        for (std::size_t j = 0; j < full; ++j) out[j] = static_cast<std::uint8_t>(pack_flags8(flags + 8 * j));
+        if (m % 8) {  // the weight's last partial byte
+            std::uint32_t byte = 0;
+            for (std::size_t i = full * 8; i < m; ++i) byte |= static_cast<std::uint32_t>(flags[i]) << (i - full * 8);
+            out[full] = static_cast<std::uint8_t>(byte);
+        }
+    }
+    return bad ? SIZE_MAX : count;
+}
+
+WP_MULTIVERSION std::size_t mask_chunk(const std::uint16_t* w, std::size_t n, const std::uint16_t* magnitude,
+                                       const std::uint8_t* pruned, std::uint32_t cut, std::uint8_t* mask) {
+    return mask_chunk_impl<HalfBits>(w, n, magnitude, pruned, cut, mask);
+}
+WP_MULTIVERSION std::size_t mask_chunk(const float* w, std::size_t n, const float* magnitude,
+                                       const std::uint8_t* pruned, std::uint32_t cut, std::uint8_t* mask) {
+    return mask_chunk_impl<FloatBits>(w, n, magnitude, pruned, cut, mask);
+}
+
+// For each mask byte, the positions of its set bits (then padding): the gather copies eight
+// candidates per byte unconditionally and advances by the byte's population.
+struct GatherTable {
+    std::uint8_t index[256][8];
+    std::uint8_t count[256];
+    GatherTable() {
+        for (std::uint32_t m = 0; m < 256; ++m) {
+            std::uint32_t j = 0;
+            for (std::uint32_t b = 0; b < 8; ++b)
+                if ((m >> b) & 1u) index[m][j++] = static_cast<std::uint8_t>(b);
+            count[m] = static_cast<std::uint8_t>(j);
+            for (; j < 8; ++j) index[m][j] = 7;
+        }
+    }
+};
+const GatherTable kGather;
+
+// Pass 2 over one chunk: the survivors in order to out[0, survivors). Eight values are
+// stored per mask byte while at least eight slots of the chunk's range remain (the extra
+// ones are overwritten by the next byte); the tail goes one value at a time.
+template <typename T>
+void gather_chunk(const T* w, std::size_t n, const std::uint8_t* mask, T* out, std::size_t survivors) {
+    T* const end = out + survivors;
+    std::size_t byte = 0;
+    const std::size_t bytes = (n + 7) / 8;
+    for (; byte < bytes && end - out >= 8 && byte * 8 + 8 <= n; ++byte) {
+        const std::uint32_t m = mask[byte];
+        const std::uint8_t* ix = kGather.index[m];
+        const T* base = w + byte * 8;
+        for (int j = 0; j < 8; ++j) out[j] = base[ix[j]];
+        out += kGather.count[m];
+    }
+    for (; byte < bytes; ++byte) {
+        const std::uint32_t m = mask[byte];
+        for (std::uint32_t b = 0; b < 8 && byte * 8 + b < n; ++b)
+            if ((m >> b) & 1u) *out++ = w[byte * 8 + b];
+    }
 }
 
 template <typename K>
-std::size_t sparsify(const typename K::T* w, std::size_t n, const typename K::T* magnitude,
-                     const std::uint8_t* pruned, float threshold, int threads, std::uint8_t* packed,
-                     typename K::T* nonzero) {
+SparsifyPlan sparsify_mask(const typename K::T* w, std::size_t n, const typename K::T* magnitude,
+                           const std::uint8_t* pruned, float threshold, int threads, std::uint8_t* packed) {
+    const std::uint32_t cut = K::cut_key(threshold);
     const std::size_t chunks = (n + kChunk - 1) / kChunk;
-    std::vector<std::size_t> counts(chunks + 1, 0);
-    auto keep = [&](std::size_t i) {
-        if (K::is_zero(w[i])) return false;
-        if (pruned) return pruned[i] == 0;
-        const float mag = magnitude ? K::value(magnitude[i]) : K::magnitude(w[i]);
-        return !(mag <= threshold);
-    };
-    HalfKeys keys{false, 0};
-    if constexpr (std::is_same_v<K, F16>) keys = half_threshold_key(threshold);
-    // Pass 1: the mask bytes and the survivors per chunk.
+    SparsifyPlan plan;
+    plan.offsets.assign(chunks + 1, 0);
+    std::atomic<bool> bad{false};
     parallel_for(chunks, threads, [&](int, std::size_t c) {
-        const std::size_t begin = c * kChunk, end = std::min(n, begin + kChunk);
-        std::size_t count = 0;
-        if constexpr (std::is_same_v<K, F16>) {
-            if (pruned || keys.usable) {  // branch-free on the bits
-                const std::uint16_t* mag = magnitude ? magnitude : w;
-                std::size_t byte = begin / 8;
-                for (; byte * 8 + 8 <= end; ++byte) {
-                    std::uint32_t bits = 0;
-                    for (std::uint32_t b = 0; b < 8; ++b) {
-                        const std::size_t i = byte * 8 + b;
-                        const std::uint32_t survives =
-                            pruned ? std::uint32_t(pruned[i] == 0) : std::uint32_t((mag[i] & 0x7fffu) > keys.threshold);
-                        bits |= (std::uint32_t((w[i] & 0x7fffu) != 0) & survives) << b;
-                    }
-                    packed[byte] = static_cast<std::uint8_t>(bits);
-                    count += static_cast<std::size_t>(__builtin_popcount(bits));
-                }
-                if (byte * 8 < end) {
-                    std::uint8_t bits = 0;
-                    for (std::size_t b = 0; byte * 8 + b < end; ++b)
-                        if (keep(byte * 8 + b)) {
-                            bits |= static_cast<std::uint8_t>(1u << b);
-                            ++count;
-                        }
-                    packed[byte] = bits;
-                }
-                counts[c + 1] = count;
-                return;
-            }
-        }
-        for (std::size_t byte = begin / 8; byte * 8 < end; ++byte) {
-            std::uint8_t bits = 0;
-            for (std::size_t b = 0; b < 8 && byte * 8 + b < end; ++b)
-                if (keep(byte * 8 + b)) {
-                    bits |= static_cast<std::uint8_t>(1u << b);
-                    ++count;
-                }
-            packed[byte] = bits;
-        }
-        counts[c + 1] = count;
-    });
-    for (std::size_t c = 0; c < chunks; ++c) counts[c + 1] += counts[c];
-    // Pass 2: gather the survivors into their place, a mask byte at a time: the 8 candidates
-    // are compacted into a local buffer without branches, then copied (no write can spill
-    // into the next chunk's range).
-    parallel_for(chunks, threads, [&](int, std::size_t c) {
-        const std::size_t begin = c * kChunk, end = std::min(n, begin + kChunk);
-        typename K::T* out = nonzero + counts[c];
-        typename K::T local[8];
-        for (std::size_t byte = begin / 8; byte * 8 < end; ++byte) {
-            const std::uint32_t bits = packed[byte];
-            if (bits == 0) continue;
-            const std::size_t base = byte * 8;
-            const std::size_t len = std::min<std::size_t>(8, end - base);
-            std::size_t j = 0;
-            for (std::size_t b = 0; b < len; ++b) {
-                local[j] = w[base + b];
-                j += (bits >> b) & 1u;
-            }
-            std::memcpy(out, local, j * sizeof(typename K::T));
-            out += j;
+        const std::size_t begin = c * kChunk, len = std::min(n, begin + kChunk) - begin;
+        const std::size_t count = mask_chunk(w + begin, len, magnitude ? magnitude + begin : nullptr,
+                                             pruned ? pruned + begin : nullptr, cut, packed + begin / 8);
+        if (count == SIZE_MAX) {
+            bad.store(true, std::memory_order_relaxed);
+            plan.offsets[c + 1] = 0;
+        } else {
+            plan.offsets[c + 1] = count;
         }
     });
-    return counts[chunks];
+    for (std::size_t c = 0; c < chunks; ++c) plan.offsets[c + 1] += plan.offsets[c];
+    plan.survivors = plan.offsets[chunks];
+    plan.nonfinite = bad.load();
+    return plan;
 }
 
+template <typename T>
+void sparsify_gather(const T* w, std::size_t n, const std::uint8_t* packed, const SparsifyPlan& plan, int threads,
+                     T* nonzero) {
+    const std::size_t chunks = plan.offsets.size() - 1;
+    parallel_for(chunks, threads, [&](int, std::size_t c) {
+        const std::size_t begin = c * kChunk, len = std::min(n, begin + kChunk) - begin;
+        gather_chunk(w + begin, len, packed + begin / 8, nonzero + plan.offsets[c], plan.offsets[c + 1] - plan.offsets[c]);
+    });
+}
 
 template <typename T, typename Load, typename Round, typename Store>
 void block_magnitude(const T* w, std::size_t outer, std::size_t channel, std::size_t inner, std::size_t block,
@@ -168,15 +230,24 @@ void block_magnitude_f32(const float* w, std::size_t outer, std::size_t channel,
                     [](float x) { return x; }, [](float x) { return x; });
 }
 
-std::size_t sparsify_f16(const std::uint16_t* w, std::size_t n, const std::uint16_t* magnitude,
-                         const std::uint8_t* pruned, float threshold, int threads, std::uint8_t* packed_mask,
-                         std::uint16_t* nonzero) {
-    return sparsify<F16>(w, n, magnitude, pruned, threshold, threads, packed_mask, nonzero);
+SparsifyPlan sparsify_mask_f16(const std::uint16_t* w, std::size_t n, const std::uint16_t* magnitude,
+                               const std::uint8_t* pruned, float threshold, int threads, std::uint8_t* packed_mask) {
+    return sparsify_mask<HalfBits>(w, n, magnitude, pruned, threshold, threads, packed_mask);
 }
 
-std::size_t sparsify_f32(const float* w, std::size_t n, const float* magnitude, const std::uint8_t* pruned,
-                         float threshold, int threads, std::uint8_t* packed_mask, float* nonzero) {
-    return sparsify<F32>(w, n, magnitude, pruned, threshold, threads, packed_mask, nonzero);
+SparsifyPlan sparsify_mask_f32(const float* w, std::size_t n, const float* magnitude, const std::uint8_t* pruned,
+                               float threshold, int threads, std::uint8_t* packed_mask) {
+    return sparsify_mask<FloatBits>(w, n, magnitude, pruned, threshold, threads, packed_mask);
+}
+
+void sparsify_gather_f16(const std::uint16_t* w, std::size_t n, const std::uint8_t* packed_mask,
+                         const SparsifyPlan& plan, int threads, std::uint16_t* nonzero) {
+    sparsify_gather(w, n, packed_mask, plan, threads, nonzero);
+}
+
+void sparsify_gather_f32(const float* w, std::size_t n, const std::uint8_t* packed_mask, const SparsifyPlan& plan,
+                         int threads, float* nonzero) {
+    sparsify_gather(w, n, packed_mask, plan, threads, nonzero);
 }
 
 void order_statistics_f16(const std::uint16_t* magnitude, std::size_t n, const std::size_t* ks, std::size_t count,
@@ -193,6 +264,8 @@ void order_statistics_f16(const std::uint16_t* magnitude, std::size_t n, const s
     std::vector<std::uint64_t> hist(kBins, 0);
     for (auto& p : partial)
         for (std::size_t b = 0; b < kBins; ++b) hist[b] += p[b];
+    for (std::size_t b = 0x7c01; b < kBins; ++b)  // NaN patterns cannot be ranked (Inf ranks last)
+        if (hist[b]) throw NonFiniteInput("prune: weight contains NaN");
     for (std::size_t j = 0; j < count; ++j) {
         // Non-negative halves sort by their bit patterns.
         std::uint64_t seen = 0;
@@ -211,7 +284,12 @@ void order_statistics_f16(const std::uint16_t* magnitude, std::size_t n, const s
 void order_statistics_f32(const float* magnitude, std::size_t n, const std::size_t* ks, std::size_t count,
                           float* out) {
     std::vector<float> copy(n);
-    for (std::size_t i = 0; i < n; ++i) copy[i] = std::fabs(magnitude[i]);
+    bool nan = false;
+    for (std::size_t i = 0; i < n; ++i) {
+        copy[i] = std::fabs(magnitude[i]);
+        nan |= copy[i] != copy[i];
+    }
+    if (nan) throw NonFiniteInput("prune: weight contains NaN");  // cannot be ranked (Inf ranks last)
     for (std::size_t j = 0; j < count; ++j) {
         std::nth_element(copy.begin(), copy.begin() + ks[j], copy.end());
         out[j] = copy[ks[j]];

@@ -19,7 +19,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from . import _core, rules
-from ._arrays import as_weight, threads_arg
+from ._arrays import as_weight, check_finite, kernel_call, threads_arg
 from .backends import device as backend_device
 from .errors import NotApplicableError
 
@@ -44,13 +44,14 @@ def _sparsify(w, threads, magnitude=None, pruned=None, threshold=0.0, gpu=None):
         if magnitude is not None or pruned is not None:
             raise NotImplementedError("prune: the Metal backend prunes by magnitude or threshold; block and n:m "
                                       "pruning run on the CPU (backend='cpu')")
+        check_finite(w, "prune")  # the Metal kernels do not look for NaN/Inf
         packed, nonzero = gpu.sparsify(_bits(w).reshape(-1), float(threshold))
         return packed, np.array(nonzero.view(np.float16) if w.dtype == np.float16 else nonzero)
     mag = _bits(np.ascontiguousarray(magnitude, dtype=w.dtype)) if magnitude is not None else None
-    packed, nonzero = _core.sparsify(_bits(w), mag, pruned, float(threshold), threads)
-    if w.dtype == np.float16:
-        nonzero = nonzero.view(np.float16)
-    return packed, np.array(nonzero)
+    # the kernel refuses NaN/Inf in its own pass and sizes the values array exactly
+    packed, nonzero = kernel_call(lambda: _core.sparsify(_bits(w), mag, pruned, float(threshold), threads), w,
+                                  "prune")
+    return packed, nonzero.view(np.float16) if w.dtype == np.float16 else nonzero
 
 
 def _block_magnitude(w, block_size, dim, threads):
@@ -62,10 +63,11 @@ def _block_magnitude(w, block_size, dim, threads):
     return (out.view(np.float16) if w.dtype == np.float16 else out).reshape(w.shape)
 
 
-def _percentile(magnitude, q, threads):
+def _percentile(magnitude, q, threads, weight):
     """np.percentile(np.abs(magnitude), q) (method "linear", q a Python float), bit for bit:
     the two neighbouring order statistics of |magnitude| come from the C++ selection, the
-    interpolation repeats numpy's _lerp in the magnitude's dtype."""
+    interpolation repeats numpy's _lerp in the magnitude's dtype. NaN (from a NaN in
+    `weight`) is refused naming the weight's element."""
     n = magnitude.size
     virtual = (n - 1) * np.true_divide(q, 100)
     if virtual >= n - 1:
@@ -74,7 +76,8 @@ def _percentile(magnitude, q, threads):
         below = int(np.floor(virtual))
         above = below + 1
     gamma = float(virtual - below)
-    values = _core.order_statistics(_bits(np.ascontiguousarray(magnitude).reshape(-1)), [below, above], threads)
+    flat = np.ascontiguousarray(magnitude).reshape(-1)
+    values = kernel_call(lambda: _core.order_statistics(_bits(flat), [below, above], threads), weight, "prune")
     if magnitude.dtype == np.float16:
         values = values.view(np.float16)
     a, b = values[0], values[1]
@@ -110,7 +113,7 @@ def prune_parts(
                                    ("n_m_ratio", n_m_ratio)) if v is not None]
     if len(chosen) != 1:
         raise ValueError(f"prune: give exactly one of threshold, target_sparsity, n_m_ratio (got {chosen or 'none'})")
-    w = as_weight(weight, "prune", min_rank=1)
+    w = as_weight(weight, "prune", min_rank=1, finite=False)  # the kernels check in their own passes
     threads = threads_arg(num_threads, "prune")
 
     if threshold is not None:
@@ -147,7 +150,7 @@ def prune_parts(
             return w, SparseParts(packed, nonzero)
         # np.percentile of the magnitudes by counting selection; plain magnitude pruning
         # reads |w| straight from the weight (no abs copy)
-        cut = _percentile(w if magnitude is None else magnitude, q, threads)
+        cut = _percentile(w if magnitude is None else magnitude, q, threads, w)
         packed, nonzero = _sparsify(w, threads, magnitude=magnitude, threshold=cut, gpu=gpu)
         return w, SparseParts(packed, nonzero)
 

@@ -1,25 +1,36 @@
 // Pruning kernels (docs/formats.md, "Pruning" and "Bit packing").
 //
-// sparsify_*: one pass that decides which elements survive, packs the mask LSB-first
-// (numpy packbits(bitorder="little")) and gathers the surviving values in C order.
-// An element survives when it is not pruned and is not zero (coremltools' mask is
-// W' != 0, so zeros that existed before pruning are masked out too).
+// sparsify_mask_* then sparsify_gather_*: decide which elements survive and pack the mask
+// LSB-first (numpy packbits(bitorder="little")), then gather the surviving values in C order
+// into an array of exactly plan.survivors (allocated between the two calls). An element
+// survives when it is not pruned and is not zero (coremltools' mask is W' != 0, so zeros
+// that existed before pruning are masked out too).
 //   pruned by threshold: magnitude <= threshold, where magnitude is |w| or a caller-given
 //   map (block sparsity) and the comparison is exact in the weight's dtype;
 //   or pruned by a caller-given byte mask (n:m).
-// Returns the number of survivors; `nonzero` must hold up to n values.
+// plan.nonfinite: the weight holds NaN or Inf (the caller refuses it; gather is not called).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace weightpress {
 
-std::size_t sparsify_f16(const std::uint16_t* w, std::size_t n, const std::uint16_t* magnitude,
-                         const std::uint8_t* pruned, float threshold, int threads, std::uint8_t* packed_mask,
-                         std::uint16_t* nonzero);
-std::size_t sparsify_f32(const float* w, std::size_t n, const float* magnitude, const std::uint8_t* pruned,
-                         float threshold, int threads, std::uint8_t* packed_mask, float* nonzero);
+struct SparsifyPlan {
+    std::vector<std::size_t> offsets;  // survivors before each chunk (exclusive scan)
+    std::size_t survivors = 0;
+    bool nonfinite = false;
+};
+
+SparsifyPlan sparsify_mask_f16(const std::uint16_t* w, std::size_t n, const std::uint16_t* magnitude,
+                               const std::uint8_t* pruned, float threshold, int threads, std::uint8_t* packed_mask);
+SparsifyPlan sparsify_mask_f32(const float* w, std::size_t n, const float* magnitude, const std::uint8_t* pruned,
+                               float threshold, int threads, std::uint8_t* packed_mask);
+void sparsify_gather_f16(const std::uint16_t* w, std::size_t n, const std::uint8_t* packed_mask,
+                         const SparsifyPlan& plan, int threads, std::uint16_t* nonzero);
+void sparsify_gather_f32(const float* w, std::size_t n, const std::uint8_t* packed_mask, const SparsifyPlan& plan,
+                         int threads, float* nonzero);
 
 // Order statistics of magnitudes |x| (the percentile's neighbours): out[j] is the ks[j]-th
 // smallest |x| (0-based). fp16: one counting pass over the 32,768 non-negative bit patterns

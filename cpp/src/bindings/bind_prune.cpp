@@ -4,6 +4,7 @@
 #include <optional>
 
 #include "bindings.h"
+#include "weightpress/errors.h"
 #include "weightpress/prune.h"
 
 namespace py = pybind11;
@@ -13,9 +14,9 @@ namespace {
 
 using U8 = py::array_t<std::uint8_t, py::array::c_style>;
 
-template <typename T, typename Fn>
+template <typename T, typename Mask, typename Gather>
 py::tuple run_sparsify(py::array weight, std::optional<py::array> magnitude, std::optional<U8> pruned,
-                       float threshold, int threads, Fn fn) {
+                       float threshold, int threads, Mask mask, Gather gather) {
     auto w = weight.cast<py::array_t<T, py::array::c_style>>();
     const std::size_t n = static_cast<std::size_t>(w.size());
     const T* mag = nullptr;
@@ -31,15 +32,15 @@ py::tuple run_sparsify(py::array weight, std::optional<py::array> magnitude, std
         p = pruned->data();
     }
     U8 packed(static_cast<py::ssize_t>((n + 7) / 8));
-    py::array_t<T> nonzero(static_cast<py::ssize_t>(n));
     std::uint8_t* pk = packed.mutable_data();
-    T* nz = nonzero.mutable_data();
     const T* wp = w.data();
-    std::size_t count;
-    run_cancellable([&] {
-        count = fn(wp, n, mag, p, threshold, threads, pk, nz);
-    });
-    return py::make_tuple(packed, nonzero[py::slice(0, static_cast<py::ssize_t>(count), 1)]);
+    SparsifyPlan plan;
+    run_cancellable([&] { plan = mask(wp, n, mag, p, threshold, threads, pk); });
+    if (plan.nonfinite) throw NonFiniteInput("prune: weight contains NaN or Inf");
+    py::array_t<T> nonzero(static_cast<py::ssize_t>(plan.survivors));  // exactly the survivors
+    T* nz = nonzero.mutable_data();
+    run_cancellable([&] { gather(wp, n, pk, plan, threads, nz); });
+    return py::make_tuple(packed, nonzero);
 }
 
 }  // namespace
@@ -50,9 +51,11 @@ void register_prune(py::module_& m) {
         [](py::array weight, std::optional<py::array> magnitude, std::optional<U8> pruned, float threshold,
            int threads) -> py::tuple {
             if (weight.dtype().is(py::dtype::of<std::uint16_t>()))
-                return run_sparsify<std::uint16_t>(weight, magnitude, pruned, threshold, threads, sparsify_f16);
+                return run_sparsify<std::uint16_t>(weight, magnitude, pruned, threshold, threads, sparsify_mask_f16,
+                                                   sparsify_gather_f16);
             if (weight.dtype().is(py::dtype::of<float>()))
-                return run_sparsify<float>(weight, magnitude, pruned, threshold, threads, sparsify_f32);
+                return run_sparsify<float>(weight, magnitude, pruned, threshold, threads, sparsify_mask_f32,
+                                           sparsify_gather_f32);
             throw py::type_error("prune: expected uint16 (fp16 bits) or float32 weight");
         },
         py::arg("weight"), py::arg("magnitude"), py::arg("pruned"), py::arg("threshold"), py::arg("threads") = 0,

@@ -266,6 +266,8 @@ class _Walk:
             cached = self.shared.results.get((source,) + key)
             if cached is not None:  # the same blob, compressed the same way in an earlier function
                 return self.reuse(name, cached)
+        if source is not None:
+            self.reader.populate(self.reader.blob(source))
         try:
             weight = V.read_value(val, self.reader).data.astype(np_dtype, copy=False)
         except WeightFileError as exc:

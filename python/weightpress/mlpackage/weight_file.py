@@ -14,6 +14,7 @@ import collections
 import mmap
 import os
 import struct
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ import numpy as np
 from ..errors import WeightFileError
 
 HEADER_SIZE = 64
+_MADV_POPULATE_READ = 22  # linux/mman.h; not in Python's mmap module (older kernels: EINVAL, ignored)
 METADATA_SIZE = 64
 ALIGNMENT = 64
 SENTINEL = 0xDEADBEEF
@@ -118,7 +120,8 @@ class WeightFileReader:
         self.close()
 
     def _advise(self, blob: Blob, advice_name: str) -> None:
-        advice = getattr(mmap, advice_name, None)
+        advice = getattr(mmap, advice_name, None) if advice_name != "MADV_POPULATE_READ" else \
+            (_MADV_POPULATE_READ if sys.platform.startswith("linux") else None)
         if advice is None or not hasattr(self._map, "madvise") or blob.nbytes == 0:
             return
         start = blob.data_offset - blob.data_offset % mmap.PAGESIZE
@@ -130,6 +133,11 @@ class WeightFileReader:
     def prefetch(self, blob: Blob) -> None:
         """Starts reading a blob the caller will need soon (cold files; free when cached)."""
         self._advise(blob, "MADV_WILLNEED")
+
+    def populate(self, blob: Blob) -> None:
+        """Maps a blob's cached pages into this process in one call (Linux 5.14+), much
+        cheaper than faulting them in page by page as a kernel first touches them."""
+        self._advise(blob, "MADV_POPULATE_READ")
 
     def release(self, blob: Blob) -> None:
         """Drops a finished blob's pages from this process's memory (they stay cached)."""
