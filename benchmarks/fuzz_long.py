@@ -10,13 +10,14 @@ Findings leave reproducers in --artifacts (default ./fuzz-artifacts); replay one
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = os.path.join(ROOT, "tests", "fuzz", "run.py")
 sys.path.insert(0, os.path.join(ROOT, "tests", "fuzz"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_palettize import machine  # noqa: E402
 
 
 def main():
@@ -40,9 +41,7 @@ def main():
         rows.append(summary)
         print(f"{target}: {summary}", file=sys.stderr, flush=True)
 
-    print(f"machine: {platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
-          f"{platform.processor() or 'cpu'}, Python {platform.python_version()}; "
-          f"{args.minutes:g} min per target, one process each")
+    print(f"machine: {machine()}; {args.minutes:g} min per target, one process each")
     print()
     print("| target | inputs run | inputs/s | corpus (seeds -> kept) | peak RSS MB | slowest input s | exit | findings |")
     print("|---|---|---|---|---|---|---|---|")

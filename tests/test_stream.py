@@ -465,3 +465,22 @@ def test_verify_catches_a_writer_that_lies(sources, tmp_path, monkeypatch):
     with pytest.raises(VerifyError, match="does not decode to what was computed"):
         stream(sources["iOS18"], out, QuantizeConfig(dtype="int8"), verify=True)
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_synthetic_linear_package_is_a_program_coremltools_reads(ct, tmp_path):
+    # the writer behind the larger-than-memory benchmark (benchmarks/bench_stream.py --model flux)
+    import synthetic_models
+
+    src = tmp_path / "linear.mlpackage"
+    layers = [(n, (a // 64, b // 64)) for n, (a, b) in synthetic_models.flux_layers()[:12]]
+    params = synthetic_models.write_linear_package(str(src), layers)
+    assert params == sum(a * b for _, (a, b) in layers)
+    weights = decompressed_weights(ct.models.MLModel(str(src), skip_model_load=True))
+    assert sorted(weights) == sorted(f"{n}_out.weight" for n, _ in layers)  # every layer reaches the output
+    out = tmp_path / "out.mlpackage"
+    stream(src, out, QuantizeConfig(dtype="int8", weight_threshold=0))
+    got = decompressed_weights(ct.models.MLModel(str(out), skip_model_load=True))
+    import weightpress as wp
+
+    for name, w in weights.items():
+        np.testing.assert_array_equal(got[name], wp.quantize(w, "int8").decompress())
