@@ -63,6 +63,7 @@ def read_floor(package, repeats):
 
 def run(package, out, args, max_memory):
     shutil.rmtree(out, ignore_errors=True)
+    subprocess.run(["sync"], check=False)  # the previous run's writeback does not bill this one
     command = [sys.executable, "-m", "weightpress", "compress", package, "-o", out, *args]
     if max_memory:
         command += ["--max-memory", max_memory]

@@ -190,27 +190,52 @@ void sparsify_gather(const T* w, std::size_t n, const std::uint8_t* packed, cons
     });
 }
 
+// One block of rows (`rows` consecutive rows of `inner` values): the L2 norm per column, in
+// the weight's dtype, stored to every row of the block. The fp16 helpers are branch-free so
+// that the column loops vectorise.
 template <typename T, typename Load, typename Round, typename Store>
+WP_FORCE_INLINE void block_norms(const T* w, std::size_t rows, std::size_t inner, float* acc, T* out, Load load,
+                                 Round round, Store store) {
+    for (std::size_t r = 0; r < inner; ++r) {
+        const float v = load(w[r]);
+        acc[r] = round(v * v);
+    }
+    for (std::size_t c = 1; c < rows; ++c) {
+        const T* row = w + c * inner;
+        for (std::size_t r = 0; r < inner; ++r) {
+            const float v = load(row[r]);
+            acc[r] = round(acc[r] + round(v * v));
+        }
+    }
+    for (std::size_t c = 0; c < rows; ++c) {
+        T* row = out + c * inner;
+        for (std::size_t r = 0; r < inner; ++r) row[r] = store(round(std::sqrt(acc[r])));
+    }
+}
+
+WP_MULTIVERSION void block_norms_of(const std::uint16_t* w, std::size_t rows, std::size_t inner, float* acc,
+                                    std::uint16_t* out) {
+    // fp16 emulated per operation, as numpy: the bit-exact helpers (weightpress/half.h)
+    block_norms(w, rows, inner, acc, out, [](std::uint16_t h) { return half_to_float_branchless(h); },
+                [](float x) { return round_half_branchless(x); },
+                [](float x) { return static_cast<std::uint16_t>(half_bits_branchless(x)); });
+}
+
+WP_MULTIVERSION void block_norms_of(const float* w, std::size_t rows, std::size_t inner, float* acc, float* out) {
+    block_norms(w, rows, inner, acc, out, [](float x) { return x; }, [](float x) { return x; },
+                [](float x) { return x; });
+}
+
+template <typename T>
 void block_magnitude(const T* w, std::size_t outer, std::size_t channel, std::size_t inner, std::size_t block,
-                     int threads, T* out, Load load, Round round, Store store) {
+                     int threads, T* out) {
     const std::size_t blocks = (channel + block - 1) / block;
     parallel_for(outer * blocks, threads, [&](int, std::size_t task) {
         const std::size_t a = task / blocks, first = (task % blocks) * block;
         const std::size_t last = std::min(channel, first + block);
         std::vector<float> acc(inner);
-        for (std::size_t c = first; c < last; ++c) {
-            const T* row = w + (a * channel + c) * inner;
-            for (std::size_t r = 0; r < inner; ++r) {
-                const float v = load(row[r]);
-                const float sq = round(v * v);
-                acc[r] = c == first ? sq : round(acc[r] + sq);
-            }
-        }
-        for (std::size_t r = 0; r < inner; ++r) acc[r] = round(std::sqrt(acc[r]));
-        for (std::size_t c = first; c < last; ++c) {
-            T* row = out + (a * channel + c) * inner;
-            for (std::size_t r = 0; r < inner; ++r) row[r] = store(acc[r]);
-        }
+        const std::size_t at = (a * channel + first) * inner;
+        block_norms_of(w + at, last - first, inner, acc.data(), out + at);
     });
 }
 
@@ -218,16 +243,12 @@ void block_magnitude(const T* w, std::size_t outer, std::size_t channel, std::si
 
 void block_magnitude_f16(const std::uint16_t* w, std::size_t outer, std::size_t channel, std::size_t inner,
                          std::size_t block, int threads, std::uint16_t* out) {
-    // fp16 emulation with the bit-exact helpers shared with the Metal kernels (no double)
-    block_magnitude(w, outer, channel, inner, block, threads, out,
-                    [](std::uint16_t h) { return wp::half_to_float(h); }, [](float x) { return wp::round_half(x); },
-                    [](float x) { return static_cast<std::uint16_t>(wp::half_bits(x)); });
+    block_magnitude(w, outer, channel, inner, block, threads, out);
 }
 
 void block_magnitude_f32(const float* w, std::size_t outer, std::size_t channel, std::size_t inner,
                          std::size_t block, int threads, float* out) {
-    block_magnitude(w, outer, channel, inner, block, threads, out, [](float x) { return x; },
-                    [](float x) { return x; }, [](float x) { return x; });
+    block_magnitude(w, outer, channel, inner, block, threads, out);
 }
 
 SparsifyPlan sparsify_mask_f16(const std::uint16_t* w, std::size_t n, const std::uint16_t* magnitude,
@@ -296,61 +317,126 @@ void order_statistics_f32(const float* magnitude, std::size_t n, const std::size
     }
 }
 
+// ---------------------------------------------------------------- n:m
 // Magnitude order of IEEE values = unsigned order of their bits without the sign (NaN is
 // refused upstream; -0 and +0 share key 0), so fp16 and fp32 weights are ranked without
-// converting or copying them.
+// converting or copying them. In a group of m the element of rank r (smaller keys, then
+// equal keys at lower positions, padding past the channel's end included with key 0) is
+// pruned when r < n: the lower index first among equal magnitudes, as a stable sort.
+
+constexpr int kSmallM = 16;   // groups up to this size rank by counting (m compares per value)
+constexpr std::size_t kLanes = 64;  // values ranked side by side
+
+// Ranks `lanes` groups at once: keys[t][l] is the key at group position t of lane l; marks
+// pruned[t][l] for the positions t < valid.
 template <typename Bits>
-void nm_prune_mask_bits(const Bits* bits, std::size_t rows, std::size_t channel, int n, int m, int threads,
-                        std::uint8_t* pruned) {
-    constexpr Bits kMagnitude = static_cast<Bits>(static_cast<Bits>(~Bits(0)) >> 1);  // all bits but the sign
-    if (n < 0 || m < 1 || n > m)  // (the small-group path below indexes a 16-slot array up to n)
-        throw std::invalid_argument("prune: n:m needs 0 <= n <= m and m >= 1, got " + std::to_string(n) + ":" +
-                                    std::to_string(m));
+WP_FORCE_INLINE void rank_lanes(const Bits (*keys)[kLanes], std::size_t lanes, int m, int valid, int n,
+                                std::uint8_t (*pruned)[kLanes]) {
+    for (int t = 0; t < valid; ++t) {
+        std::uint32_t rank[kLanes];
+        for (std::size_t l = 0; l < lanes; ++l) rank[l] = 0;
+        for (int j = 0; j < m; ++j) {
+            const std::uint32_t earlier = static_cast<std::uint32_t>(j < t);
+            for (std::size_t l = 0; l < lanes; ++l)
+                rank[l] += static_cast<std::uint32_t>(keys[j][l] < keys[t][l]) |
+                           (static_cast<std::uint32_t>(keys[j][l] == keys[t][l]) & earlier);
+        }
+        for (std::size_t l = 0; l < lanes; ++l) pruned[t][l] = static_cast<std::uint8_t>(rank[l] < static_cast<std::uint32_t>(n));
+    }
+}
+
+// One outer slice [channel, inner] of a weight: groups of m along the channel axis, for
+// every inner position. The lanes are the (group, inner position) pairs in memory order,
+// kLanes at a time, whatever inner is (9 for a 3x3 conv, 1 for a linear weight along dim 1).
+template <typename Bits>
+WP_FORCE_INLINE void nm_slice_small(const Bits* w, std::size_t channel, std::size_t inner, int n, int m,
+                                    std::uint8_t* out) {
+    constexpr Bits kMagnitude = static_cast<Bits>(static_cast<Bits>(~Bits(0)) >> 1);
+    Bits keys[kSmallM][kLanes];
+    std::uint8_t pruned[kSmallM][kLanes];
+    std::size_t offset[kLanes];  // of the lane's first group position
+    std::uint32_t valid[kLanes];  // real positions in the lane's group (the last one may be short)
     const std::size_t groups = (channel + m - 1) / m;
-    parallel_for(rows, threads, [&](int, std::size_t r) {
-        std::vector<std::uint32_t> order(m);
-        const Bits* row = bits + r * channel;
-        std::uint8_t* out = pruned + r * channel;
-        std::memset(out, 0, channel);
+    const std::size_t total = groups * inner;
+    std::size_t g = 0, i = 0;  // the next lane's group and inner position
+    for (std::size_t l0 = 0; l0 < total; l0 += kLanes) {
+        const std::size_t lanes = std::min(kLanes, total - l0);
+        for (std::size_t l = 0; l < lanes; ++l) {
+            offset[l] = g * static_cast<std::size_t>(m) * inner + i;
+            valid[l] = static_cast<std::uint32_t>(std::min<std::size_t>(m, channel - g * m));
+            if (++i == inner) {
+                i = 0;
+                ++g;
+            }
+        }
+        for (int t = 0; t < m; ++t)
+            for (std::size_t l = 0; l < lanes; ++l)
+                keys[t][l] = static_cast<std::uint32_t>(t) < valid[l] ? Bits(w[offset[l] + t * inner] & kMagnitude)
+                                                                      : Bits(0);
+        rank_lanes(keys, lanes, m, m, n, pruned);
+        for (int t = 0; t < m; ++t)
+            for (std::size_t l = 0; l < lanes; ++l)
+                if (static_cast<std::uint32_t>(t) < valid[l]) out[offset[l] + t * inner] = pruned[t][l];
+    }
+}
+
+WP_MULTIVERSION void nm_slice(const std::uint16_t* w, std::size_t channel, std::size_t inner, int n, int m,
+                              std::uint8_t* out) {
+    nm_slice_small(w, channel, inner, n, m, out);
+}
+WP_MULTIVERSION void nm_slice(const std::uint32_t* w, std::size_t channel, std::size_t inner, int n, int m,
+                              std::uint8_t* out) {
+    nm_slice_small(w, channel, inner, n, m, out);
+}
+
+// Groups larger than kSmallM: a selection per group (rare: m is 4 or 8 in practice).
+template <typename Bits>
+void nm_slice_large(const Bits* w, std::size_t channel, std::size_t inner, int n, int m, std::uint8_t* out) {
+    constexpr Bits kMagnitude = static_cast<Bits>(static_cast<Bits>(~Bits(0)) >> 1);
+    const std::size_t groups = (channel + m - 1) / m;
+    std::vector<std::uint32_t> order(m);
+    for (std::size_t i = 0; i < inner; ++i)
         for (std::size_t g = 0; g < groups; ++g) {
             const std::size_t base = g * m;
-            auto key = [&](std::uint32_t t) { return base + t < channel ? Bits(row[base + t] & kMagnitude) : Bits(0); };
-            if (m <= 16) {
-                // small groups (2:4, 4:8 ...): insertion sort of (key, index), stable, so equal
-                // magnitudes keep index order and the lower index is pruned first
-                std::uint64_t sorted[16];
-                for (int t = 0; t < m; ++t) {
-                    const std::uint64_t item = (std::uint64_t(key(t)) << 32) | std::uint32_t(t);
-                    int u = t;
-                    for (; u > 0 && sorted[u - 1] > item; --u) sorted[u] = sorted[u - 1];
-                    sorted[u] = item;
-                }
-                for (int t = 0; t < n; ++t) {
-                    const std::size_t idx = base + std::uint32_t(sorted[t]);
-                    if (idx < channel) out[idx] = 1;
-                }
-                continue;
-            }
+            auto key = [&](std::uint32_t t) {
+                return base + t < channel ? Bits(w[(base + t) * inner + i] & kMagnitude) : Bits(0);
+            };
             for (int t = 0; t < m; ++t) order[t] = static_cast<std::uint32_t>(t);
             auto less = [&](std::uint32_t a, std::uint32_t b) {
                 const Bits ka = key(a), kb = key(b);
                 return ka < kb || (ka == kb && a < b);
             };
             if (n < m) std::nth_element(order.begin(), order.begin() + n, order.end(), less);
+            for (int t = 0; t < m; ++t)
+                if (base + t < channel) out[(base + t) * inner + i] = 0;
             for (int t = 0; t < n; ++t)
-                if (base + order[t] < channel) out[base + order[t]] = 1;
+                if (base + order[t] < channel) out[(base + order[t]) * inner + i] = 1;
         }
+}
+
+template <typename Bits>
+void nm_prune_mask_bits(const Bits* bits, std::size_t outer, std::size_t channel, std::size_t inner, int n, int m,
+                        int threads, std::uint8_t* pruned) {
+    if (n < 0 || m < 1 || n > m)
+        throw std::invalid_argument("prune: n:m needs 0 <= n <= m and m >= 1, got " + std::to_string(n) + ":" +
+                                    std::to_string(m));
+    const std::size_t slice = channel * inner;
+    parallel_for(outer, threads, [&](int, std::size_t o) {
+        if (m <= kSmallM)
+            nm_slice(bits + o * slice, channel, inner, n, m, pruned + o * slice);
+        else
+            nm_slice_large(bits + o * slice, channel, inner, n, m, pruned + o * slice);
     });
 }
 
-void nm_prune_mask_f16(const std::uint16_t* bits, std::size_t rows, std::size_t channel, int n, int m, int threads,
-                       std::uint8_t* pruned) {
-    nm_prune_mask_bits(bits, rows, channel, n, m, threads, pruned);
+void nm_prune_mask_f16(const std::uint16_t* bits, std::size_t outer, std::size_t channel, std::size_t inner, int n,
+                       int m, int threads, std::uint8_t* pruned) {
+    nm_prune_mask_bits(bits, outer, channel, inner, n, m, threads, pruned);
 }
 
-void nm_prune_mask_f32(const std::uint32_t* bits, std::size_t rows, std::size_t channel, int n, int m, int threads,
-                       std::uint8_t* pruned) {
-    nm_prune_mask_bits(bits, rows, channel, n, m, threads, pruned);
+void nm_prune_mask_f32(const std::uint32_t* bits, std::size_t outer, std::size_t channel, std::size_t inner, int n,
+                       int m, int threads, std::uint8_t* pruned) {
+    nm_prune_mask_bits(bits, outer, channel, inner, n, m, threads, pruned);
 }
 
 }  // namespace weightpress

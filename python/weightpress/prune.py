@@ -165,23 +165,16 @@ def prune_parts(
         raise ValueError(f"prune: n_m_ratio needs 0 <= n <= m and m >= 1, got ({n}, {m})")
     dim = 1 if dim is None else dim
     _check_dim(dim, w, "n:m")
-    rank = w.ndim
-    perm = list(range(2, rank)) + [0, 1]
-    if dim == 0:
-        perm[-2], perm[-1] = 1, 0
-    moved = np.transpose(w, axes=perm)
-    channel = moved.shape[-1]
     reason = rules.prune_n_m(w.shape, dim, m)
     if reason:
         raise NotApplicableError("prune", reason)
-    # ranked by the bit patterns themselves (|x| order = order of the bits without the sign):
-    # no abs or float32 copy; for a 2-D weight pruned along dim 1 no transpose either
-    identity = perm == list(range(rank))
-    bits = np.ascontiguousarray(moved).view(np.uint16 if w.dtype == np.float16 else np.uint32)
-    pruned = _core.nm_prune_mask(bits.reshape(-1, channel), n, m, threads)
-    if not identity:
-        back = [perm.index(i) for i in range(rank)]
-        pruned = np.ascontiguousarray(np.transpose(pruned.reshape(moved.shape), axes=back))
-    pruned = pruned.reshape(-1)
+    # groups of m along `dim` for every position of the other axes: the weight as [outer,
+    # channel, inner] in place (no transposes), ranked by the bit patterns themselves
+    # (|x| order = order of the bits without the sign: no abs or float32 copy)
+    outer = 1 if dim == 0 else w.shape[0]
+    channel = w.shape[dim]
+    inner = w.size // (outer * channel)
+    bits = np.ascontiguousarray(w).view(np.uint16 if w.dtype == np.float16 else np.uint32)
+    pruned = _core.nm_prune_mask(bits.reshape(-1), outer, channel, inner, n, m, threads)
     packed, nonzero = _sparsify(w, threads, pruned=pruned, gpu=gpu)
     return w, SparseParts(packed, nonzero)

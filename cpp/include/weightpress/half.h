@@ -90,8 +90,55 @@ inline float round_half_in_normal_range(float x) {
     return out;
 }
 
+// wp::round_half without branches, for every input (loops over fp16 arithmetic vectorise):
+// the normal range by rounding the mantissa, the subnormal range as multiples of 2^-24
+// (rint of x * 2^24 is exact there: below 2^10), overflow to Inf, NaN unchanged.
+inline float round_half_branchless(float x) {
+    std::uint32_t u;
+    std::memcpy(&u, &x, sizeof u);
+    const std::uint32_t sign = u & 0x80000000u;
+    const std::uint32_t a = u & 0x7fffffffu;
+    const std::uint32_t normal_bits = (u + 0xfffu + ((u >> 13) & 1u)) & ~0x1fffu;
+    float magnitude;
+    std::memcpy(&magnitude, &a, sizeof magnitude);
+    const float scaled = magnitude * 16777216.0f;  // exact: a power of two
+    const float sub = ((scaled + 8388608.0f) - 8388608.0f) * 5.9604644775390625e-8f;
+    std::uint32_t sub_bits;
+    std::memcpy(&sub_bits, &sub, sizeof sub_bits);
+    const std::uint32_t is_nan = 0u - static_cast<std::uint32_t>(a > 0x7f800000u);
+    const std::uint32_t overflows = 0u - static_cast<std::uint32_t>(a >= 0x477ff000u);
+    const std::uint32_t is_normal = 0u - static_cast<std::uint32_t>(a >= 0x38800000u);
+    std::uint32_t bits = (normal_bits & is_normal) | ((sub_bits | sign) & ~is_normal);
+    bits = (bits & ~overflows) | ((sign | 0x7f800000u) & overflows);
+    bits = (bits & ~is_nan) | (u & is_nan);
+    float out;
+    std::memcpy(&out, &bits, sizeof out);
+    return out;
+}
+
+// wp::half_bits without branches: the binary16 bits of a float that is a binary16 value.
+inline std::uint32_t half_bits_branchless(float v) {
+    std::uint32_t u;
+    std::memcpy(&u, &v, sizeof u);
+    const std::uint32_t sign = (u >> 16) & 0x8000u;
+    const std::uint32_t a = u & 0x7fffffffu;
+    float magnitude;
+    std::memcpy(&magnitude, &a, sizeof magnitude);
+    const std::uint32_t normal = (((a >> 23) - 112u) << 10) | ((a >> 13) & 0x3ffu);
+    const std::uint32_t sub = static_cast<std::uint32_t>(static_cast<std::int32_t>(magnitude * 16777216.0f));
+    const std::uint32_t is_normal = 0u - static_cast<std::uint32_t>(a >= 0x38800000u);
+    const std::uint32_t is_inf = 0u - static_cast<std::uint32_t>(a == 0x7f800000u);
+    const std::uint32_t is_nan = 0u - static_cast<std::uint32_t>(a > 0x7f800000u);
+    std::uint32_t bits = (normal & is_normal) | (sub & ~is_normal);
+    bits = (bits & ~is_inf) | (0x7c00u & is_inf);
+    bits = (bits & ~is_nan) | (0x7e00u & is_nan);
+    return sign | bits;
+}
+
 // Mismatches between every CPU path and the shared helpers over `n` float samples
 // (round_half_in_normal_range vs wp::round_half in the normal range and x outside it;
+// round_half_branchless vs wp::round_half everywhere; half_bits_branchless vs wp::half_bits
+// on every half value;
 // half_to_float_branchless and half_to_double vs wp::half_to_float over all 65,536 patterns; half_from_double of a float vs wp::half_bits(wp::round_half)).
 std::size_t check_fp16_paths(const float* samples, std::size_t n);
 

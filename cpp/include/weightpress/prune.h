@@ -50,13 +50,14 @@ void block_magnitude_f16(const std::uint16_t* w, std::size_t outer, std::size_t 
 void block_magnitude_f32(const float* w, std::size_t outer, std::size_t channel, std::size_t inner,
                          std::size_t block, int threads, float* out);
 
-// n:m selection over rows x channel weights given as their bit patterns (fp16 or fp32,
-// row-major, no NaN): each row is cut into groups of m (the last group padded with zero
-// magnitudes past `channel`, as coremltools pads); in each group the n smallest magnitudes
-// are pruned, the lower index first among equal ones. pruned[r*channel + c] = 1 for pruned.
-void nm_prune_mask_f16(const std::uint16_t* bits, std::size_t rows, std::size_t channel, int n, int m, int threads,
-                       std::uint8_t* pruned);
-void nm_prune_mask_f32(const std::uint32_t* bits, std::size_t rows, std::size_t channel, int n, int m, int threads,
-                       std::uint8_t* pruned);
+// n:m selection on a weight seen as [outer, channel, inner] bit patterns (fp16 or fp32, C
+// order, no NaN): along the channel axis, for every outer and inner position, groups of m
+// (the last one padded with zero magnitudes past `channel`, as coremltools pads); in each
+// group the n smallest magnitudes are pruned, the lower index first among equal ones.
+// pruned has the weight's layout: 1 = pruned.
+void nm_prune_mask_f16(const std::uint16_t* bits, std::size_t outer, std::size_t channel, std::size_t inner, int n,
+                       int m, int threads, std::uint8_t* pruned);
+void nm_prune_mask_f32(const std::uint32_t* bits, std::size_t outer, std::size_t channel, std::size_t inner, int n,
+                       int m, int threads, std::uint8_t* pruned);
 
 }  // namespace weightpress

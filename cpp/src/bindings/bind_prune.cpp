@@ -107,24 +107,24 @@ void register_prune(py::module_& m) {
         py::arg("threads") = 0);
     m.def(
         "nm_prune_mask",
-        [](py::array bits, int n, int m_, int threads) {
-            if (bits.ndim() != 2 || !(bits.flags() & py::array::c_style))
-                throw py::value_error("prune: n:m weights must be a C-contiguous [rows, channel] bit-pattern array");
-            const std::size_t rows = bits.shape(0), channel = bits.shape(1);
-            U8 pruned({rows, channel});
+        [](py::array bits, std::size_t outer, std::size_t channel, std::size_t inner, int n, int m_, int threads) {
+            if (!(bits.flags() & py::array::c_style) || outer * channel * inner != static_cast<std::size_t>(bits.size()))
+                throw py::value_error("prune: n:m weights must be C-contiguous bit patterns of outer*channel*inner");
+            U8 pruned(static_cast<py::ssize_t>(bits.size()));
             std::uint8_t* out = pruned.mutable_data();
             if (bits.dtype().is(py::dtype::of<std::uint16_t>())) {
                 const auto* p = static_cast<const std::uint16_t*>(bits.data());
-                run_cancellable([&] { nm_prune_mask_f16(p, rows, channel, n, m_, threads, out); });
+                run_cancellable([&] { nm_prune_mask_f16(p, outer, channel, inner, n, m_, threads, out); });
             } else if (bits.dtype().is(py::dtype::of<std::uint32_t>())) {
                 const auto* p = static_cast<const std::uint32_t*>(bits.data());
-                run_cancellable([&] { nm_prune_mask_f32(p, rows, channel, n, m_, threads, out); });
+                run_cancellable([&] { nm_prune_mask_f32(p, outer, channel, inner, n, m_, threads, out); });
             } else {
                 throw py::type_error("prune: n:m expects fp16 (uint16) or fp32 (uint32) bit patterns");
             }
             return pruned;
         },
-        py::arg("bits"), py::arg("n"), py::arg("m"), py::arg("threads") = 0);
+        py::arg("bits"), py::arg("outer"), py::arg("channel"), py::arg("inner"), py::arg("n"), py::arg("m"),
+        py::arg("threads") = 0);
 }
 
 }  // namespace weightpress::bindings
