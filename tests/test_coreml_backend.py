@@ -375,3 +375,141 @@ def test_optimize_torch_parallel_kmeans_spawned_workers_use_hooks():
         serial = PostTrainingPalettizer(model, config).compress(num_kmeans_workers=1)
     for a, b in zip(parallel.parameters(), serial.parameters()):
         assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------- every k-means entry point
+
+
+@pytest.mark.parametrize("nbits", [2, 3, 4, 6])
+def test_legacy_and_blockwise_palettization_agree_with_hooks(ct, nbits):
+    # coremltools 9.0's own TestCompressionNumerical::test_tensorwise_equivalent_to_blockwise_zero
+    # (legacy compress vs blockwise_compress with block size 0, KMEANS), with the hooks on: both
+    # entry points now cluster exactly, so they give the same LUT and weights
+    import warnings
+
+    from coremltools.optimize.coreml._quantization_passes import palettize_weights
+
+    import weightpress as wp
+
+    data = np.random.default_rng(nbits).integers(-256, 256, size=(16, 16, 2, 2)).astype(np.float32)
+    with wpc.enabled(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # compress is deprecated
+        old = palettize_weights.compress(data, "KMEANS", nbits)
+        new = palettize_weights.blockwise_compress(data, "KMEANS", nbits, block_sizes=[0] * data.ndim)
+    np.testing.assert_allclose(np.sort(old.lut, axis=None), np.sort(new.lut, axis=None), atol=5e-5, rtol=1e-6)
+    np.testing.assert_allclose(palettize_weights.decompress(old), palettize_weights.decompress(new), atol=5e-5,
+                               rtol=1e-6)
+    exact = wp.palettize(data, nbits)
+    assert np.array_equal(np.sort(old.lut, axis=None), np.sort(exact.lut, axis=None))  # and both are optimal
+
+
+@pytest.mark.parametrize("dtype,n", [(np.float16, 20000), (np.float16, 3000), (np.float32, 3000)])
+def test_legacy_kmeans_lut(ct, dtype, n):
+    from coremltools.models.neural_network import quantization_utils as qu
+
+    w = (np.random.default_rng(n).standard_normal(n) * 0.05).astype(dtype)
+    with wpc.enabled():
+        lut, labels = qu._get_kmeans_lookup_table_and_weight(4, w)
+    original_lut, original_labels = wpc._hooks._original(qu, "_get_kmeans_lookup_table_and_weight")(4, w)
+    assert lut.shape == (16,) and labels.shape == (n,)
+    if dtype == np.float16 and n >= 10_000:  # coremltools runs kmeans1d here: the same result
+        assert np.array_equal(lut, original_lut) and np.array_equal(labels, original_labels)
+    else:  # coremltools runs scikit-learn: ours is the optimum, never worse
+        def sse(l, idx):
+            return float(((np.asarray(l).reshape(-1)[idx] - w.astype(np.float64)) ** 2).sum())
+
+        assert sse(lut, labels) <= sse(original_lut, original_labels) * (1 + 1e-12)
+
+
+# Every call into a k-means in the installed coremltools (outside its tests), found by walking
+# its syntax trees, with how weightpress handles it. A new or moved call site fails the test.
+KMEANS_CALL_SITES = {
+    ("models/neural_network/quantization_utils.py", "_get_kmeans_lookup_table_and_weight", "_kmeans1d.cluster"):
+        "inside the replaced function",
+    ("models/neural_network/quantization_utils.py", "_get_kmeans_lookup_table_and_weight", "KMeans"):
+        "inside the replaced function (reached for vector LUTs only: coremltools' scikit-learn)",
+    ("models/neural_network/quantization_utils.py", "_quantize_wp", "_get_kmeans_lookup_table_and_weight"):
+        "routed: the module attribute is replaced",
+    ("optimize/coreml/_quantization_passes.py", "palettize_weights._get_lut_and_indices.compress_kmeans",
+     "_get_kmeans_lookup_table_and_weight"): "routed: the imported name is replaced",
+    ("optimize/torch/_utils/k_means.py", "KMeans._cluster_weights_with_masking", "_kmeans1d.cluster"):
+        "routed: kmeans1d.cluster",
+    ("optimize/torch/_utils/k_means.py", "KMeans._cluster_weights_1d", "_kmeans1d.cluster"): "routed: kmeans1d.cluster",
+    ("optimize/torch/_utils/k_means.py", "KMeans._cluster_weights_nd", "_EfficientKMeans"):
+        "not routed: vector k-means (cluster_dim > 1) in torch",
+    ("optimize/torch/palettization/_partitioner.py", "Partitioner._get_kmeans", "_EfficientKMeans"):
+        "not routed: DKM training (differentiable k-means while fine-tuning)",
+    ("optimize/torch/palettization/_efficient_kmeans.py", "_EfficientKMeans.fit", "_kmeans1d.cluster"):
+        "routed: kmeans1d.cluster",
+    ("optimize/torch/palettization/_efficient_kmeans.py", "_EfficientKMeans.fit", "sklearn.cluster.KMeans"):
+        "not routed: DKM's vector k-means++ init on the CPU",
+    ("optimize/torch/palettization/_efficient_kmeans.py", "_EfficientKMeans.fit", "sklearn.cluster.MiniBatchKMeans"):
+        "not routed: DKM's vector k-means++ init on the CPU",
+}
+KMEANS_NAMES = {"_kmeans1d.cluster", "_get_kmeans_lookup_table_and_weight", "KMeans", "MiniBatchKMeans",
+                "sklearn.cluster.KMeans", "sklearn.cluster.MiniBatchKMeans", "_EfficientKMeans"}
+
+
+def _kmeans_references(root):
+    """(file, enclosing function qualname, name) of every call of -- or reference to -- a
+    k-means implementation in coremltools' own code."""
+    import ast
+
+    found = set()
+    for folder, _, files in os.walk(root):
+        if os.sep + "test" in folder:
+            continue
+        for name in files:
+            if not name.endswith(".py") or name.startswith("test_"):
+                continue
+            path = os.path.join(folder, name)
+            with open(path, encoding="utf-8") as f:
+                tree = ast.parse(f.read())
+
+            def dotted(node):
+                if isinstance(node, ast.Name):
+                    return node.id
+                if isinstance(node, ast.Attribute):
+                    inner = dotted(node.value)
+                    return f"{inner}.{node.attr}" if inner else None
+                return None
+
+            def visit(node, scope):
+                for child in ast.iter_child_nodes(node):
+                    if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                        visit(child, scope + [child.name])
+                        continue
+                    target = None
+                    if isinstance(child, ast.Call):
+                        target = dotted(child.func)
+                    elif isinstance(child, ast.Assign):  # clustering_method = sklearn.cluster.KMeans
+                        target = dotted(child.value)
+                    if target in KMEANS_NAMES and scope:
+                        found.add((os.path.relpath(path, root).replace(os.sep, "/"), ".".join(scope), target))
+                    visit(child, scope)
+
+            visit(tree, [])
+    return found
+
+
+def test_every_kmeans_call_site_in_coremltools_is_known(ct):
+    root = os.path.dirname(ct.__file__)
+    found = _kmeans_references(root)
+    unknown = found - set(KMEANS_CALL_SITES)
+    gone = set(KMEANS_CALL_SITES) - found
+    assert not unknown, f"k-means call sites weightpress does not know about (route them or list them): {unknown}"
+    assert not gone, f"listed k-means call sites no longer in coremltools: {gone}"
+
+
+def test_routed_entry_points_are_replaced_while_enabled(ct):
+    from coremltools._deps import _kmeans1d
+    from coremltools.models.neural_network import quantization_utils
+    from coremltools.optimize.coreml import _quantization_passes
+
+    with wpc.enabled():
+        assert _kmeans1d.cluster is wpc._hooks.kmeans1d_cluster
+        assert quantization_utils._get_kmeans_lookup_table_and_weight is wpc._hooks.kmeans_lookup_table_and_weight
+        assert _quantization_passes._get_kmeans_lookup_table_and_weight is wpc._hooks.kmeans_lookup_table_and_weight
+    assert quantization_utils._get_kmeans_lookup_table_and_weight is not wpc._hooks.kmeans_lookup_table_and_weight
+    assert _quantization_passes._get_kmeans_lookup_table_and_weight is \
+        quantization_utils._get_kmeans_lookup_table_and_weight

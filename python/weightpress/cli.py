@@ -3,6 +3,8 @@
     weightpress demo       the main job: MiniLM as a Core ML model, compressed by weightpress and
                            by coremltools side by side, checked end to end
     weightpress compress   compress an .mlpackage (palettize / quantize / prune, joint chains)
+    weightpress info       what an .mlpackage holds, weight by weight
+    weightpress run        a Python script or module with weightpress inside coremltools, unchanged
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from .errors import WeightpressError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .commands import compress, demo
+    from .commands import compress, demo, info
 
     parser = argparse.ArgumentParser(prog="weightpress", description="Fast, exact weight compression for Core ML")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -26,6 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compress", help="compress the weights of an .mlpackage")
     compress.add_arguments(p)
     p.set_defaults(func=compress.run)
+    p = sub.add_parser("run", help="run a Python script or module with weightpress's kernels inside coremltools",
+                       description="weightpress run [--] [python] SCRIPT.py ARGS... | weightpress run -m MODULE ARGS...")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="the script (or -m MODULE) and its arguments")
+    p = sub.add_parser("info", help="what an .mlpackage holds, weight by weight")
+    info.add_arguments(p)
+    p.set_defaults(func=info.run)
     return parser
 
 
@@ -46,6 +54,11 @@ def main(argv=None) -> int:
     for name in ("SIGTERM", "SIGHUP"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), _terminate)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["run"]:  # everything after `run` is the script's (argparse would read its -m, -h ...)
+        from .run import main as run_main
+
+        return run_main(argv[1:])
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)

@@ -5,6 +5,10 @@ constexpr ops and serialise; all of that stays. What is replaced are the functio
 the arithmetic (docs/formats.md, "coremltools' hook points"):
 
     coremltools._deps._kmeans1d.cluster                      1-D k-means (optimize.coreml and .torch)
+    quantization_utils._get_kmeans_lookup_table_and_weight   the legacy per-tensor k-means LUT
+                                                             (palettize_weights.compress, the neural
+                                                             network quantizer, ml-stable-diffusion's
+                                                             mixed-bit analysis, torchao's codebooks)
     palettize_weights.grouped_channelwise_compress           every group of a tensor at once, in C++
     coremltools.optimize._utils.compute_qparams_by_dtype     blockwise linear quantization
     prune_weights.compress_by_threshold / _magnitude / _nm_sparsity
@@ -22,7 +26,7 @@ were written against are checked before anything is patched.
 from __future__ import annotations
 
 import contextlib
-import warnings
+import sys
 
 import numpy as np
 
@@ -34,6 +38,53 @@ SUPPORTED_COREMLTOOLS = ("9.0",)
 SUPPORTED_NUMPY_MAJOR = (2,)
 
 _originals: dict = {}  # (owner, attribute) -> original value, while enabled
+
+
+class Stats:
+    """What went through weightpress's kernels in this process: weights compressed (a tensor
+    palettized, quantized or pruned, a legacy LUT) and k-means problems solved for
+    optimize.torch, with the seconds spent in them. `weightpress run` collects it from every
+    process of the script it runs (WEIGHTPRESS_RUN_STATS names a directory for the files)."""
+
+    def __init__(self):
+        self.weights = 0
+        self.kmeans = 0
+        self.seconds = 0.0
+        self._written = 0.0
+
+    @contextlib.contextmanager
+    def counting(self, kind: str):
+        import time
+
+        start = time.perf_counter()
+        yield
+        now = time.perf_counter()
+        self.seconds += now - start
+        if kind == "weights":
+            self.weights += 1
+        else:
+            self.kmeans += 1
+        if now - self._written > 0.5:  # a process that is killed still leaves a recent count
+            self._written = now
+            self.save()
+
+    def save(self) -> None:
+        import json
+        import os
+
+        folder = os.environ.get("WEIGHTPRESS_RUN_STATS")
+        if not folder or not (self.weights or self.kmeans):
+            return
+        try:
+            path = os.path.join(folder, f"{os.getpid()}.json")
+            with open(path + ".tmp", "w") as f:
+                json.dump({"weights": self.weights, "kmeans": self.kmeans, "seconds": self.seconds}, f)
+            os.replace(path + ".tmp", path)
+        except OSError:
+            pass
+
+
+STATS = Stats()
 
 
 class UnsupportedVersionError(RuntimeError):
@@ -106,7 +157,8 @@ def kmeans1d_cluster(array, k, *, weights=None):
     if values.size < k:
         return original(array, k, weights=weights)
     counts = np.bincount(inverse, weights=w, minlength=values.size).astype(np.float64)
-    starts, centroids, _ = _core.kmeans1d_solve(values, counts, k)
+    with STATS.counting("kmeans"):
+        starts, centroids, _ = _core.kmeans1d_solve(values, counts, k)
     value_labels = np.repeat(np.arange(k), np.diff(starts.astype(np.int64)))
     labels = value_labels[inverse]
     if values.size < x.size:
@@ -115,6 +167,34 @@ def kmeans1d_cluster(array, k, *, weights=None):
         raw_starts = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=k))]).astype(np.uint64)
         centroids = _core.kmeans1d_running_means(x[order], np.ones(x.size) if w is None else w[order], raw_starts)
     return _kmeans1d.Clustered(clusters=labels, centroids=centroids)
+
+
+def kmeans_lookup_table_and_weight(nbits, weight, force_kmeans1d=False, cluster_dim=1, vector_axis=None):
+    """Drop-in for quantization_utils._get_kmeans_lookup_table_and_weight: kmeans1d's branch
+    (distinct values weighted by their counts, optimal 1-D k-means) for every scalar LUT, where
+    coremltools takes it only for fp16 tensors of at least 10,000 values and otherwise runs
+    scikit-learn. So the legacy entry points cluster exactly as the grouped path does and
+    agree with it. Returns a 1-D float64 LUT of 2**nbits entries (zeros past the clusters)
+    and the cluster of every element, as that branch does. Vector LUTs (cluster_dim > 1),
+    non-float or non-finite weights: the original."""
+    from coremltools.models.neural_network import quantization_utils
+
+    from .. import _core
+
+    original = _original(quantization_utils, "_get_kmeans_lookup_table_and_weight")
+    w = np.asarray(weight)
+    if cluster_dim != 1 or w.dtype not in (np.float16, np.float32, np.float64) or w.size == 0 \
+            or not np.isfinite(w).all() or not isinstance(nbits, (int, np.integer)) or not 0 < nbits <= 8:
+        return original(nbits, weight, force_kmeans1d=force_kmeans1d, cluster_dim=cluster_dim,
+                        vector_axis=vector_axis)
+    values, inverse, counts = np.unique(w.reshape(-1), return_inverse=True, return_counts=True)
+    k = min(values.size, 1 << int(nbits))
+    with STATS.counting("weights"):
+        starts, centroids, _ = _core.kmeans1d_solve(values.astype(np.float64), counts.astype(np.float64), k)
+    lut = np.zeros(1 << int(nbits))
+    lut[:k] = centroids
+    value_labels = np.repeat(np.arange(k), np.diff(starts.astype(np.int64)))
+    return lut, value_labels[inverse.reshape(-1)]
 
 
 def grouped_channelwise_compress(original_data, mode, nbits, channel_axis, channel_group_size,
@@ -153,9 +233,10 @@ def grouped_channelwise_compress(original_data, mode, nbits, channel_axis, chann
     elif data.dtype not in (np.float16, np.float32):
         return original()
     try:
-        result = palettize(data, None if mode_name == "UNIQUE" else nbits, mode=mode_name.lower(),
-                           granularity="per_grouped_channel", group_size=group, channel_axis=axis,
-                           cluster_dim=cluster_dim)
+        with STATS.counting("weights"):
+            result = palettize(data, None if mode_name == "UNIQUE" else nbits, mode=mode_name.lower(),
+                               granularity="per_grouped_channel", group_size=group, channel_axis=axis,
+                               cluster_dim=cluster_dim)
     except NotApplicableError as exc:
         if mode_name == "UNIQUE":
             return original()  # too many distinct values for mode unique: coremltools warns and skips
@@ -194,7 +275,8 @@ def compute_qparams_by_dtype(weight, dtype, quantization_mode, block_sizes):
     if any(b < 0 for b in sizes) or rules.quantize_blocks(weight.shape, sizes) or not np.isfinite(weight).all():
         return original()  # coremltools warns and skips (indivisible), or its own Inf behaviour
     try:
-        r = quantize(weight, name, mode=mode, granularity="per_block", block_size=tuple(sizes))
+        with STATS.counting("weights"):
+            r = quantize(weight, name, mode=mode, granularity="per_block", block_size=tuple(sizes))
     except NotApplicableError as exc:  # a non-finite scale: skip the weight, loudly (rules.finite_parameters)
         _ct_logger().warning(f"weightpress: {exc}. Skipped.")
         return None
@@ -222,9 +304,8 @@ def compress_by_threshold(val, threshold, minimum_sparsity_percentile):
 
     if not _prunable(val):
         return _original(prune_weights, "compress_by_threshold")(val, threshold, minimum_sparsity_percentile)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        r = prune(val, threshold=threshold, minimum_sparsity_percentile=minimum_sparsity_percentile)
+    with STATS.counting("weights"):  # minimum 0: prune never warns; the rule decides below
+        r = prune(val, threshold=threshold, minimum_sparsity_percentile=0.0)
     if rules.prune_threshold_sparsity(r.sparsity, minimum_sparsity_percentile):
         ct_logger.warning(f"weight value has sparsity of {r.sparsity} < minimum_sparsity_percentile "
                           f"{minimum_sparsity_percentile}. Skipped.")
@@ -246,7 +327,9 @@ def compress_by_magnitude(val, target_sparsity, block_size=None, dim=None):
         if dim not in (0, 1) or not 2 <= val.ndim <= 5 or block_size < 2 or rules.prune_blocks(val.shape, dim,
                                                                                                 block_size):
             return original()  # coremltools' own assertion or warning-and-skip
-    return _sparse_params(prune(val, target_sparsity=target_sparsity, block_size=block_size, dim=dim), val.shape)
+    with STATS.counting("weights"):
+        r = prune(val, target_sparsity=target_sparsity, block_size=block_size, dim=dim)
+    return _sparse_params(r, val.shape)
 
 
 def compress_by_nm_sparsity(val, n_m_ratio, dim):
@@ -262,7 +345,9 @@ def compress_by_nm_sparsity(val, n_m_ratio, dim):
         return original()
     if rules.prune_n_m(val.shape, dim, m):
         return original()  # coremltools warns and skips
-    return _sparse_params(prune(val, n_m_ratio=(n, m), dim=dim), val.shape)
+    with STATS.counting("weights"):
+        r = prune(val, n_m_ratio=(n, m), dim=dim)
+    return _sparse_params(r, val.shape)
 
 
 def need_compress_const(self, op, _is_deprecated, weight_threshold):
@@ -303,7 +388,7 @@ def prepare_worker_processes(cls, num_workers):
 # ---------------------------------------------------------------- switching
 
 
-def _patch_table():
+def _patch_table(import_torch=True):
     from coremltools._deps import _kmeans1d
     from coremltools.optimize import _utils as optimize_utils
     from coremltools.optimize.coreml._quantization_passes import (
@@ -312,8 +397,14 @@ def _patch_table():
         prune_weights,
     )
 
+    from coremltools.models.neural_network import quantization_utils
+    from coremltools.optimize.coreml import _quantization_passes
+
     table = [
         (_kmeans1d, "cluster", kmeans1d_cluster),
+        # the function, and the name _quantization_passes imported it under
+        (quantization_utils, "_get_kmeans_lookup_table_and_weight", kmeans_lookup_table_and_weight),
+        (_quantization_passes, "_get_kmeans_lookup_table_and_weight", kmeans_lookup_table_and_weight),
         (palettize_weights, "grouped_channelwise_compress", staticmethod(grouped_channelwise_compress)),
         (optimize_utils, "compute_qparams_by_dtype", compute_qparams_by_dtype),
         (prune_weights, "compress_by_threshold", staticmethod(compress_by_threshold)),
@@ -321,12 +412,14 @@ def _patch_table():
         (prune_weights, "compress_by_nm_sparsity", staticmethod(compress_by_nm_sparsity)),
         (AbstractCompressionPass, "need_compress_const", need_compress_const),
     ]
-    try:
-        from coremltools.optimize.torch._utils.k_means import ParallelKMeans
-    except ImportError:  # optimize.torch needs torch; without it there is nothing to spawn
-        pass
-    else:
-        table.append((ParallelKMeans, "_prepare_worker_processes", classmethod(prepare_worker_processes)))
+    k_means = "coremltools.optimize.torch._utils.k_means"
+    if import_torch or k_means in sys.modules:
+        try:
+            from coremltools.optimize.torch._utils.k_means import ParallelKMeans
+        except ImportError:  # optimize.torch needs torch; without it there is nothing to spawn
+            pass
+        else:
+            table.append((ParallelKMeans, "_prepare_worker_processes", classmethod(prepare_worker_processes)))
     return table
 
 
@@ -334,12 +427,15 @@ def is_enabled() -> bool:
     return bool(_originals)
 
 
-def enable() -> None:
-    """Routes coremltools' compression math through weightpress until disable()."""
+def enable(import_torch: bool = True) -> None:
+    """Routes coremltools' compression math through weightpress until disable().
+    import_torch=False leaves optimize.torch's worker spawning alone unless it is already
+    imported (`weightpress run`: every process it starts enables the hooks itself, and a
+    script that never uses torch should not pay for importing it)."""
     if _originals:
         return
     check_versions()
-    for owner, name, replacement in _patch_table():
+    for owner, name, replacement in _patch_table(import_torch):
         _originals[(owner, name)] = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
         setattr(owner, name, replacement)
 
