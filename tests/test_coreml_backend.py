@@ -435,9 +435,9 @@ KMEANS_CALL_SITES = {
     ("optimize/torch/_utils/k_means.py", "KMeans._cluster_weights_with_masking", "_kmeans1d.cluster"):
         "routed: kmeans1d.cluster",
     ("optimize/torch/_utils/k_means.py", "KMeans._cluster_weights_1d", "_kmeans1d.cluster"): "routed: kmeans1d.cluster",
-    ("optimize/torch/_utils/k_means.py", "KMeans._cluster_weights_nd", "_EfficientKMeans"):
+    ("optimize/torch/_utils/k_means.py", "KMeans._cluster_weights_2d", "_EfficientKMeans"):
         "not routed: vector k-means (cluster_dim > 1) in torch",
-    ("optimize/torch/palettization/_partitioner.py", "Partitioner._get_kmeans", "_EfficientKMeans"):
+    ("optimize/torch/palettization/_partitioner.py", "_Partitioner.get_partition_kmeans", "_EfficientKMeans"):
         "not routed: DKM training (differentiable k-means while fine-tuning)",
     ("optimize/torch/palettization/_efficient_kmeans.py", "_EfficientKMeans.fit", "_kmeans1d.cluster"):
         "routed: kmeans1d.cluster",
@@ -454,6 +454,7 @@ def _kmeans_references(root):
     """(file, enclosing function qualname, name) of every call of -- or reference to -- a
     k-means implementation in coremltools' own code."""
     import ast
+    import warnings
 
     found = set()
     for folder, _, files in os.walk(root):
@@ -463,7 +464,8 @@ def _kmeans_references(root):
             if not name.endswith(".py") or name.startswith("test_"):
                 continue
             path = os.path.join(folder, name)
-            with open(path, encoding="utf-8") as f:
+            with open(path, encoding="utf-8") as f, warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # coremltools' own invalid escape sequences
                 tree = ast.parse(f.read())
 
             def dotted(node):
