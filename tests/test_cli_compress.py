@@ -265,9 +265,14 @@ def test_signals_stop_quickly_and_leave_nothing(big_fp32_package, tmp_path, sig,
     proc = _start_long_job(big_fp32_package, tmp_path / "o.mlpackage")
     sent = time.monotonic()
     proc.send_signal(sig)
-    proc.wait(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=60)  # (reading the pipes: a full pipe must not block the child)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"still running 60 s after the signal; stderr:\n{err[-4000:]}") from None
     stopped = time.monotonic() - sent
-    assert proc.returncode == code, proc.stderr.read()
+    assert proc.returncode == code, err
     assert stopped < 5, stopped
     assert list(tmp_path.iterdir()) == []
 

@@ -411,3 +411,29 @@ def test_sse_curve_bad_input():
         wp.sse_curve(w, 2, granularity="per_block")
     with pytest.raises(ValueError, match="sse_curve: group_size 3 does not divide the 16 channels"):
         wp.sse_curve(w, 2, granularity="per_grouped_channel", group_size=3)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_sse_curve_at_chosen_widths_equals_the_full_curve(dtype):
+    """sse_curve(nbits=[...]) (a penalty search per width, no full DP) gives the optimal
+    objective of those widths: the full DP's, to rounding; also for small groups (exact
+    solve fallback), groups with fewer distinct values than clusters, and sample weights."""
+    rng = np.random.default_rng(11)
+    cases = [
+        ((rng.standard_normal((64, 2048)) * 0.05).astype(dtype), {}),  # grouped: windowed path
+        ((rng.standard_normal((32, 24)) * 3).astype(dtype), {}),  # small groups: exact fallback
+        (rng.choice(np.array([-1, 0, 0.5, 2], dtype=dtype), size=(32, 512)), {}),  # 4 distinct values
+        ((rng.standard_normal((32, 1024)) * 0.05).astype(dtype),
+         {"sample_weight": rng.uniform(0.1, 2, (32, 1024))}),
+    ]
+    for w, extra in cases:
+        for gran in ("per_tensor", "per_grouped_channel"):
+            full = wp.sse_curve(w, 6, granularity=gran, group_size=16, per_group=True, **extra)
+            some = wp.sse_curve(w, 6, granularity=gran, group_size=16, per_group=True, nbits=[2, 3, 4, 6], **extra)
+            np.testing.assert_allclose(some, full[:, [3, 7, 15, 63]], rtol=1e-9, atol=1e-12 * full[:, :1].max())
+            one = wp.sse_curve(w, 6, granularity=gran, group_size=16, per_group=True, nbits=[4], num_threads=1, **extra)
+            np.testing.assert_array_equal(one[:, 0], some[:, 2])  # independent of threads and of the other widths
+    with pytest.raises(ValueError, match="nbits"):
+        wp.sse_curve(cases[0][0], 4, nbits=[6])
+    with pytest.raises(ValueError, match="nbits"):
+        wp.sse_curve(cases[0][0], 4, nbits=[])

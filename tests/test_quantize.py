@@ -237,3 +237,27 @@ def test_a_scale_that_overflows_is_refused_not_written(ct, tmp_path):
     assert not any(op.type.startswith("constexpr_") for op in out.get_spec().mlProgram.functions["main"]
                    .block_specializations["CoreML8"].operations)
     assert any("not finite" in r.getMessage() for r in records)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_sse_from_the_kernel_equals_the_decompressed_error(dtype):
+    """QuantizeResult.sse (computed from the stored parts in C++, packed or not) equals the SSE
+    of decompress() against the weight, for every dtype, mode and block layout."""
+    from weightpress import _core
+    from weightpress._arrays import sum_squared_error
+
+    rng = np.random.default_rng(4)
+    for shape, grans in [((64, 96), ("per_tensor", "per_channel", 32)), ((8, 16, 3, 3), ("per_channel", 8)),
+                         ((33, 64), ("per_tensor", 16))]:
+        w = (rng.standard_normal(shape) * rng.uniform(0.01, 3)).astype(dtype)
+        for d in ("int8", "uint8", "int4", "uint4"):
+            for mode in ("linear_symmetric", "linear"):
+                for g in grans:
+                    kw = {"granularity": g} if isinstance(g, str) else {"granularity": "per_block", "block_size": g}
+                    r = quantize(w, d, mode=mode, **kw)
+                    assert r.sse == pytest.approx(sum_squared_error(r.decompress(), w), rel=1e-9), (shape, d, mode, g)
+    r = quantize((rng.standard_normal((256, 512)) * 0.1).astype(dtype), "int4", granularity="per_block",
+                 block_size=32)
+    bits = (lambda a: a.view(np.uint16)) if dtype == np.float16 else (lambda a: a)
+    args = (bits(r._reference), [1, 32], 4, True, r.packed_data, True, bits(r.scale), None)
+    assert _core.quantize_sse(*args, threads=1) == _core.quantize_sse(*args, threads=2)

@@ -46,4 +46,10 @@ void full_dp(const PrefixCost& cost, std::size_t n, std::size_t k, std::uint32_t
 bool windowed_dp(const PrefixCost& cost, std::size_t n, std::size_t k,
                  std::uint32_t* starts, KMeans1DScratch& s, KMeans1DStats& stats);
 
+// The optimal cost of k clusters from the windowed DP's penalty search alone: when a
+// penalised pass lands on exactly k clusters, its penalised optimum minus k * lambda is the
+// optimal k-cluster cost (to the rounding of the prefix-sum cost expressions; no boundary or
+// final DP needed). False when no pass lands on k (the caller solves k exactly).
+bool penalised_cost_at(const PrefixCost& cost, std::size_t n, std::size_t k, KMeans1DScratch& s, double& sse);
+
 }  // namespace weightpress::detail

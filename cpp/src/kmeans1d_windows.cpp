@@ -266,15 +266,15 @@ bool search_penalty(const PrefixCost& cost, std::size_t n, std::size_t k, double
     }
 }
 
-}  // namespace
-
-bool windowed_dp(const PrefixCost& cost, std::size_t n, std::size_t k,
-                 std::uint32_t* starts, KMeans1DScratch& s, KMeans1DStats& stats) {
+// The penalty the windowed DP works with: a chord search warm-started on coarse copies.
+// True with the last (fine) pass in s.window (F, count, arg) and its penalty in lambda.
+bool find_penalty(const PrefixCost& cost, std::size_t n, std::size_t k, KMeans1DScratch& s,
+                  KMeans1DStats& stats, double& lambda) {
     KMeans1DWindowScratch& ws = s.window;
     ws.forward.resize(n + 1);
     ws.count.resize(n + 1);
     ws.arg.resize(n + 1);
-    double lambda = initial_penalty(cost, n, k);
+    lambda = initial_penalty(cost, n, k);
     if (!(lambda > 0) || !std::isfinite(lambda)) {
         stats.fallback = "no spread to penalise";
         return false;
@@ -306,6 +306,16 @@ bool windowed_dp(const PrefixCost& cost, std::size_t n, std::size_t k,
         stats.fallback = "no penalty found within the probe limit";
         return false;
     }
+    return true;
+}
+
+}  // namespace
+
+bool windowed_dp(const PrefixCost& cost, std::size_t n, std::size_t k,
+                 std::uint32_t* starts, KMeans1DScratch& s, KMeans1DStats& stats) {
+    KMeans1DWindowScratch& ws = s.window;
+    double lambda = 0.0;
+    if (!find_penalty(cost, n, k, s, stats, lambda)) return false;
     const std::size_t got = ws.count[n];
 
     // Upper bound: this pass's clustering, made exactly k clusters when it is not.
@@ -360,6 +370,16 @@ bool windowed_dp(const PrefixCost& cost, std::size_t n, std::size_t k,
     ws.pstarts.resize(k + 1);
     full_dp(PrefixCost{ws.pcw.data(), ws.pcs.data(), ws.pcs2.data()}, m, k, ws.pstarts.data(), s, nullptr, 1);
     for (std::size_t c = 0; c <= k; ++c) starts[c] = static_cast<std::uint32_t>(edge(ws.pstarts[c]));
+    return true;
+}
+
+bool penalised_cost_at(const PrefixCost& cost, std::size_t n, std::size_t k, KMeans1DScratch& s, double& sse) {
+    KMeans1DStats stats;
+    double lambda = 0.0;
+    if (k < 2 || k >= n || !find_penalty(cost, n, k, s, stats, lambda)) return false;
+    KMeans1DWindowScratch& ws = s.window;
+    if (ws.count[n] != k) return false;  // a hull edge through k: the caller solves it
+    sse = ws.forward[n] - static_cast<double>(k) * lambda;
     return true;
 }
 

@@ -10,6 +10,7 @@
 #include "weightpress/half.h"
 #include "weightpress/kmeans1d.h"
 #include "weightpress/parallel.h"
+#include "kmeans1d_detail.h"
 
 namespace weightpress {
 namespace {
@@ -494,7 +495,74 @@ void sse_curve_groups(std::size_t groups, int max_clusters, int threads, double*
     });
 }
 
+// The optimal objective at the cluster counts ks only, one count at a time: the windowed
+// solver's penalty search alone gives it when a penalised pass lands on the count (no
+// boundaries, no final DP); otherwise (small problems, a hull edge through the count) the
+// exact solve and the SSE of its partition. (Sharing passes between counts, without the
+// coarse warm start, measured slower.)
+constexpr std::size_t kPenaltyOnlyMinPointsPerCluster = 8;  // as the windowed solver
+
+template <typename Collect>
+void sse_at_groups(std::size_t groups, const std::uint32_t* ks, std::size_t nk, int threads, double* out,
+                   Collect collect) {
+    const int workers = worker_count(groups, threads);
+    std::vector<Scratch> scratch(workers);
+    parallel_for(groups, threads, [&](int w, std::size_t g) {
+        Scratch& s = scratch[w];
+        collect(s, g);
+        const ClusterInput in = select_clustered(s);
+        bool have_sums = false;
+        for (std::size_t j = 0; j < nk; ++j) {
+            const std::size_t k = std::min<std::size_t>(in.m, ks[j]);
+            double sse = 0.0;
+            if (k > 0 && k < in.m) {
+                bool done = false;
+                if (k >= 3 && in.m >= kPenaltyOnlyMinPointsPerCluster * k) {
+                    KMeans1DScratch& dp = s.dp;
+                    if (!have_sums) {
+                        dp.cw.resize(in.m + 1);
+                        dp.cs.resize(in.m + 1);
+                        dp.cs2.resize(in.m + 1);
+                        detail::prefix_sums(in.x, in.w, in.m, dp.cw.data(), dp.cs.data(), dp.cs2.data());
+                        have_sums = true;
+                    }
+                    done = detail::penalised_cost_at(detail::PrefixCost{dp.cw.data(), dp.cs.data(), dp.cs2.data()},
+                                                     in.m, k, dp, sse);
+                }
+                if (!done) {
+                    s.starts.resize(k + 1);
+                    s.centroids.resize(k);
+                    kmeans1d_optimal(in.x, in.w, in.m, k, s.starts.data(), s.centroids.data(), s.dp);
+                    have_sums = false;  // (same sums, but leave no doubt)
+                    for (std::size_t c = 0; c < k; ++c)
+                        for (std::size_t i = s.starts[c]; i < s.starts[c + 1]; ++i) {
+                            const double d = in.x[i] - s.centroids[c];
+                            sse += in.w[i] * d * d;
+                        }
+                }
+            }
+            out[g * nk + j] = sse;
+        }
+    });
+}
+
 }  // namespace
+
+void sse_at_f16(const std::uint16_t* bits, const double* importance, std::size_t groups, std::size_t group_len,
+                const std::uint32_t* ks, std::size_t nk, int threads, double* out) {
+    sse_at_groups(groups, ks, nk, threads, out, [&](Scratch& s, std::size_t g) {
+        const double* imp = importance ? importance + g * group_len : nullptr;
+        histogram_f16(bits + g * group_len, imp, group_len, 1, s);
+        distinct_from_histogram(s, imp != nullptr);
+    });
+}
+
+void sse_at_f32(const float* values, const double* importance, std::size_t groups, std::size_t group_len,
+                const std::uint32_t* ks, std::size_t nk, int threads, double* out) {
+    sse_at_groups(groups, ks, nk, threads, out, [&](Scratch& s, std::size_t g) {
+        distinct_f32(values + g * group_len, importance ? importance + g * group_len : nullptr, group_len, s);
+    });
+}
 
 void sse_curve_f16(const std::uint16_t* bits, const double* importance, std::size_t groups,
                    std::size_t group_len, int max_clusters, int threads, double* curve) {

@@ -526,3 +526,109 @@ void quantize_f32(const float* weight, const QuantizeSpec& spec, int threads, st
 }
 
 }  // namespace weightpress
+
+// ---------------------------------------------------------------- error of a quantization
+
+namespace weightpress {
+namespace {
+
+// Rows (every axis but the last) per work item: fixed, so that the partial sums and the
+// order they are added in do not depend on the thread count.
+constexpr std::size_t kSseRowsPerChunk = 64;
+
+inline float to_float(std::uint16_t h) { return half_to_float_branchless(h); }
+inline float to_float(float v) { return v; }
+
+template <typename Weight, typename Scale, typename Dequantize>
+double quantize_sse_impl(const Weight* weight, const QuantizeSpec& spec, const std::uint8_t* data, bool packed,
+                         const Scale* scale, const std::uint8_t* zero_point, int threads, Dequantize dequantize) {
+    const int r = spec.rank;
+    const std::size_t cols = static_cast<std::size_t>(spec.shape[r - 1]);
+    const std::size_t col_block = static_cast<std::size_t>(spec.block[r - 1]);
+    std::size_t rows = 1;
+    std::int64_t grid_stride[8];  // C-order strides of the block grid
+    std::int64_t stride = 1;
+    for (int a = r - 1; a >= 0; --a) {
+        grid_stride[a] = stride;
+        stride *= spec.shape[a] / spec.block[a];
+        if (a < r - 1) rows *= static_cast<std::size_t>(spec.shape[a]);
+    }
+    const std::size_t chunks = (rows + kSseRowsPerChunk - 1) / kSseRowsPerChunk;
+    std::vector<double> partial(chunks, 0.0);
+    auto zero = [&](std::size_t b) -> int {
+        if (!zero_point) return 0;
+        return spec.is_signed ? static_cast<int>(static_cast<std::int8_t>(zero_point[b])) : zero_point[b];
+    };
+    const bool nibbles = packed && spec.nbits == 4;
+    parallel_for(chunks, threads, [&](int, std::size_t chunk) {
+        const std::size_t row_begin = chunk * kSseRowsPerChunk;
+        const std::size_t row_end = std::min(rows, row_begin + kSseRowsPerChunk);
+        std::vector<int> q(col_block);
+        double sum = 0.0;
+        for (std::size_t row = row_begin; row < row_end; ++row) {
+            // block-grid offset of this row's outer coordinates
+            std::int64_t base = 0;
+            std::size_t rest = row;
+            for (int a = r - 2; a >= 0; --a) {
+                const std::int64_t coord = static_cast<std::int64_t>(rest % static_cast<std::size_t>(spec.shape[a]));
+                rest /= static_cast<std::size_t>(spec.shape[a]);
+                base += coord / spec.block[a] * grid_stride[a];
+            }
+            const std::size_t first = row * cols;
+            for (std::size_t c0 = 0; c0 < cols; c0 += col_block) {
+                const std::size_t b = static_cast<std::size_t>(base) + c0 / col_block;
+                const Scale s = scale[b];
+                const int z = zero(b);
+                const std::size_t at = first + c0;
+                // the block's integers minus the zero point, then one branch-free loop
+                if (nibbles) {
+                    for (std::size_t c = 0; c < col_block; ++c) {
+                        const std::size_t i = at + c;
+                        const unsigned nibble = (data[i >> 1] >> ((i & 1) * 4)) & 0xfu;  // LSB first
+                        q[c] = (spec.is_signed ? static_cast<int>(nibble ^ 8u) - 8 : static_cast<int>(nibble)) - z;
+                    }
+                } else if (spec.is_signed) {
+                    for (std::size_t c = 0; c < col_block; ++c) q[c] = static_cast<std::int8_t>(data[at + c]) - z;
+                } else {
+                    for (std::size_t c = 0; c < col_block; ++c) q[c] = static_cast<int>(data[at + c]) - z;
+                }
+                // eight running sums (a fixed order, so the loop vectorises without reassociating)
+                double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+                std::size_t c = 0;
+                for (; c + 8 <= col_block; c += 8)
+                    for (int j = 0; j < 8; ++j) {
+                        const double d = dequantize(s, q[c + j]) - static_cast<double>(to_float(weight[at + c + j]));
+                        lane[j] += d * d;
+                    }
+                for (; c < col_block; ++c) {
+                    const double d = dequantize(s, q[c]) - static_cast<double>(to_float(weight[at + c]));
+                    lane[0] += d * d;
+                }
+                for (double v : lane) sum += v;
+            }
+        }
+        partial[chunk] = sum;
+    });
+    double total = 0.0;
+    for (double p : partial) total += p;
+    return total;
+}
+
+}  // namespace
+
+double quantize_sse_f16(const std::uint16_t* weight, const QuantizeSpec& spec, const std::uint8_t* data, bool packed,
+                        const std::uint16_t* scale, const std::uint8_t* zero_point, int threads) {
+    // scale * (q - z) in half arithmetic: q - z is an integer below 2^10 (exact), the product
+    // of an 11-bit and a 10-bit significand is exact in float, rounded to half once.
+    return quantize_sse_impl(weight, spec, data, packed, scale, zero_point, threads, [](std::uint16_t s, int d) {
+        return static_cast<double>(round_half_branchless(half_to_float_branchless(s) * static_cast<float>(d)));
+    });
+}
+
+double quantize_sse_f32(const float* weight, const QuantizeSpec& spec, const std::uint8_t* data, bool packed,
+                        const float* scale, const std::uint8_t* zero_point, int threads) {
+    return quantize_sse_impl(weight, spec, data, packed, scale, zero_point, threads,
+                             [](float s, int d) { return static_cast<double>(s * static_cast<float>(d)); });
+}
+
+}  // namespace weightpress

@@ -4,6 +4,7 @@
                            by coremltools side by side, checked end to end
     weightpress compress   compress an .mlpackage (palettize / quantize / prune, joint chains)
     weightpress info       what an .mlpackage holds, weight by weight
+    weightpress plan       the best mix of methods and bit widths for a size budget (a recipe)
     weightpress run        a Python script or module with weightpress inside coremltools, unchanged
 """
 
@@ -18,7 +19,7 @@ from .errors import WeightpressError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .commands import compress, demo, info
+    from .commands import compress, demo, info, plan
 
     parser = argparse.ArgumentParser(prog="weightpress", description="Fast, exact weight compression for Core ML")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -31,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a Python script or module with weightpress's kernels inside coremltools",
                        description="weightpress run [--] [python] SCRIPT.py ARGS... | weightpress run -m MODULE ARGS...")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the script (or -m MODULE) and its arguments")
+    p = sub.add_parser("plan", help="the best mix of methods and bit widths for a size budget (a recipe)")
+    plan.add_arguments(p)
+    p.set_defaults(func=plan.run)
     p = sub.add_parser("info", help="what an .mlpackage holds, weight by weight")
     info.add_arguments(p)
     p.set_defaults(func=info.run)

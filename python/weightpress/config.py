@@ -404,7 +404,42 @@ class Config:
         return tuple(s.method for s in self.steps)
 
     def describe(self) -> str:
-        return " then ".join(self.methods)
+        return " then ".join(f"a recipe ({' and '.join(s.methods())} per weight)" if isinstance(s, MixedConfig)
+                             else s.method for s in self.steps)
+
+
+@dataclass(frozen=True)
+class MixedConfig(MethodConfig):
+    """Each named const compressed its own way, any method per const (a planned recipe:
+    weightpress.plan): op_name_configs maps const names ("function::name" in a multifunction
+    package) to op configs of any method; every other const is left alone. Runs on the
+    streaming engine, which picks the method per const."""
+
+    def __post_init__(self):
+        object.__setattr__(self, "op_type_configs", dict(self.op_type_configs or {}))
+        object.__setattr__(self, "op_name_configs", dict(self.op_name_configs or {}))
+        if self.global_config is not None or self.op_type_configs:
+            raise ConfigError("a mixed (per-const) config names every const it compresses: no global or op-type "
+                              "configs")
+        for name, c in self.op_name_configs.items():
+            if not isinstance(name, str) or not isinstance(c, OP_CONFIG_CLASSES):
+                raise ConfigError(f"a mixed config maps const names to op configs, got {name!r}: {c!r}")
+        if not self.op_name_configs:
+            raise ConfigError("a mixed config must name at least one const")
+
+    @property
+    def method(self) -> str:
+        return "mixed"
+
+    def methods(self):
+        return sorted({c.method for c in self.op_name_configs.values()})
+
+    def by_method(self) -> Dict[str, MethodConfig]:
+        """One coremltools-style MethodConfig per method (op_name_configs only)."""
+        out: Dict[str, Dict[str, OpConfig]] = {}
+        for name, c in self.op_name_configs.items():
+            out.setdefault(c.method, {})[name] = c
+        return {m: MethodConfig(op_name_configs=configs) for m, configs in sorted(out.items())}
 
 
 def as_config(config) -> Config:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from ._arrays import num_threads_default
-from .config import Config, as_config
+from .config import Config, MixedConfig, as_config
 from .errors import ConfigError, MemoryBudgetError, OutOfSpaceError, PackageError
 from .mlpackage.package import (SPEC_IOS15, SPEC_IOS16, SPEC_IOS18, TARGET_NAMES, TARGETS, check_program,
                                 check_weights, load_spec, open_package, package_size, remove_stale_staging)
@@ -106,6 +106,8 @@ def compress_model(input: str, output: str, config, *, target: Optional[str] = N
     config = as_config(config)
     if engine not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if any(isinstance(step, MixedConfig) for step in config.steps) and (config.joint or engine == "in-memory"):
+        raise ConfigError("a recipe (a method chosen per const) runs alone, on the streaming engine")
     check_output(input, output, overwrite)
     package = open_package(input)
     spec = load_spec(package)
@@ -159,7 +161,7 @@ def _run_engine(result, package, spec, input, output, config, spec_version, engi
                 streamed = stream_compress(package, spec, output, config.steps[0], spec_version, budget=budget,
                                            overwrite=overwrite, progress=progress, report=report, verify=verify)
             except StreamingUnsupported as exc:
-                if engine == "streaming":
+                if engine == "streaming" or isinstance(config.steps[0], MixedConfig):
                     raise ConfigError(f"the streaming engine does not support {exc}") from None
                 note(_fallback(package, str(exc), budget))
             else:

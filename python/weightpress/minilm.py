@@ -166,3 +166,51 @@ def embeddings(model, tokenizer, params=None, sentences=SENTENCES) -> np.ndarray
                 for n, p in model.named_parameters():
                     if n in state:
                         p.copy_(state[n])
+
+
+# Sentences for planning (activation statistics, quality checks while bisecting) and, kept
+# apart, the held-out sentences the planner is judged on (benchmarks/bench_plan.py).
+CALIBRATION = [
+    "The quick brown fox jumps over the lazy dog.",
+    "She bought fresh bread and cheese at the market.",
+    "Neural networks learn representations from data.",
+    "The train to the airport leaves every twenty minutes.",
+    "He forgot his umbrella and got soaked on the way home.",
+    "Quantum computers exploit superposition and entanglement.",
+    "The museum opens at nine and closes at six.",
+    "Our team won the final match after extra time.",
+    "Photosynthesis converts light into chemical energy.",
+    "Please remember to water the plants while I am away.",
+    "The stock market fell sharply on Monday morning.",
+    "A good night's sleep improves memory and mood.",
+    "The recipe calls for two cups of flour and an egg.",
+    "Volcanoes form where tectonic plates meet.",
+    "The library extended its hours during exam week.",
+    "Electric cars are becoming cheaper every year.",
+]
+HELD_OUT = [
+    "A child is flying a kite in the park.",
+    "The conference was moved online because of the storm.",
+    "Compressing weights reduces the memory a model needs.",
+    "My grandmother makes the best apple pie in town.",
+    "The spacecraft entered orbit around Mars last night.",
+    "Traffic was heavy on the bridge this evening.",
+    "The orchestra played a symphony by Beethoven.",
+    "Regular exercise lowers the risk of heart disease.",
+    "The new phone has a brighter screen and a longer battery life.",
+    "Birds migrate south when the days get shorter.",
+    "The lawyer presented new evidence to the court.",
+    "A cup of coffee in the morning helps me focus.",
+    "The river flooded the fields after days of rain.",
+    "Students built a robot for the science fair.",
+    "The hotel room had a view of the mountains.",
+    "Sorting algorithms differ in speed and memory use.",
+]
+
+
+def quality_inputs(sentences=CALIBRATION):
+    """(BertModel, a tokenized batch) for the planner's torch quality check and activation
+    statistics (--torch-model minilm)."""
+    model, tokenizer = load_torch_model()
+    batch = tokenizer(list(sentences), padding=True, truncation=True, max_length=SEQ_LEN, return_tensors="pt")
+    return model, dict(batch)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -268,13 +268,15 @@ def sse_curve(
     sample_weight=None,
     per_group: bool = False,
     num_threads: Optional[int] = None,
+    nbits: Optional[Sequence[int]] = None,
 ) -> np.ndarray:
     """Optimal scalar k-means objective for every cluster count 1..2**max_nbits, from one DP.
 
     Returns curve[c-1] = minimum (sample-weighted) SSE with c clusters per group, summed
     over groups (or [groups, 2**max_nbits] with per_group=True). curve[2**b - 1] is what
     palettize(weight, b) achieves with float64 centroids, so bit-widths can be planned
-    without re-clustering.
+    without re-clustering. With nbits=[b, ...] only those widths are solved (one fast solve
+    each instead of the DP over every count): the result has one entry per width.
     """
     if isinstance(max_nbits, bool) or max_nbits not in range(1, 9):
         raise ValueError(f"sse_curve: max_nbits must be in 1..8, got {max_nbits}")
@@ -286,5 +288,11 @@ def sse_curve(
     flat = _groups_view(w, axis, groups)
     data = flat.view(np.uint16) if flat.dtype == np.float16 else flat
     imp = _groups_view(importance, axis, groups) if importance is not None else None
-    curve = _core.sse_curve(data, imp, 1 << max_nbits, threads_arg(num_threads, "sse_curve"))
+    ks = None
+    if nbits is not None:
+        widths = [int(b) for b in nbits]
+        if not widths or any(b not in range(1, max_nbits + 1) for b in widths):
+            raise ValueError(f"sse_curve: nbits must be widths in 1..max_nbits={max_nbits}, got {list(nbits)}")
+        ks = [1 << b for b in widths]
+    curve = _core.sse_curve(data, imp, 1 << max_nbits, threads_arg(num_threads, "sse_curve"), ks)
     return curve if per_group else curve.sum(axis=0)

@@ -33,6 +33,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from . import _core
 from .compressed import CompressedWeight, StoredPart, check_target, dtype_bits, part, repeated_shape
 from .packing import pack_bits, unpack_bits
 from .palettize import IOS16_NBITS, LutParts, palettize_parts
@@ -313,6 +314,19 @@ class QuantizeResult(CompressedWeight):
     def stored_parts(self, target: str = "iOS18") -> List[StoredPart]:
         check_target(target, "quantize")
         return _quant_parts_of(self, self.data.size)
+
+    @cached_property
+    def sse(self) -> float:
+        """As CompressedWeight.sse, computed by the kernel from the stored parts (no dense
+        copy: the planner measures every quantization option of every weight this way)."""
+        ref = np.ascontiguousarray(self._reference)
+        blocks = [n // m for n, m in zip(self.shape, self.scale.shape)]
+        packed = "packed_data" in self.__dict__ and "data" not in self.__dict__
+        data = self.packed_data if packed else self.data
+        bits = (lambda a: a.view(np.uint16)) if ref.dtype == np.float16 else (lambda a: a)
+        return _core.quantize_sse(bits(ref), blocks, self.nbits, self.signed, data.reshape(-1).view(np.uint8), packed,
+                                  bits(np.ascontiguousarray(self.scale)),
+                                  None if self.offset is None else self.offset.reshape(-1).view(np.uint8))
 
     def decompress(self) -> np.ndarray:
         """scale * (data - offset) in the weight's dtype, as constexpr_blockwise_shift_scale."""

@@ -54,4 +54,11 @@ void sse_curve_f16(const std::uint16_t* bits, const double* importance, std::siz
 void sse_curve_f32(const float* values, const double* importance, std::size_t groups,
                    std::size_t group_len, int max_clusters, int threads, double* curve);
 
+// The same objective at the cluster counts ks[0..nk) only (out[g*nk + j]; 0 once ks[j] >=
+// #distinct values): one fast solve per count, for planners that need a few bit widths.
+void sse_at_f16(const std::uint16_t* bits, const double* importance, std::size_t groups, std::size_t group_len,
+                const std::uint32_t* ks, std::size_t nk, int threads, double* out);
+void sse_at_f32(const float* values, const double* importance, std::size_t groups, std::size_t group_len,
+                const std::uint32_t* ks, std::size_t nk, int threads, double* out);
+
 }  // namespace weightpress

@@ -42,4 +42,13 @@ void quantize_f16(const std::uint16_t* weight, const QuantizeSpec& spec, int thr
 void quantize_f32(const float* weight, const QuantizeSpec& spec, int threads, std::uint8_t* data, float* scale,
                   std::uint8_t* zero_point, bool pack = false);
 
+// The sum of squared differences, in double, between the weight and its dequantization
+// scale * (data - zero_point) as constexpr_blockwise_shift_scale computes it in the weight's
+// dtype (fp16: one rounding of an exact product). data as quantize_* wrote it (packed or
+// not); the sum is independent of the thread count.
+double quantize_sse_f16(const std::uint16_t* weight, const QuantizeSpec& spec, const std::uint8_t* data, bool packed,
+                        const std::uint16_t* scale, const std::uint8_t* zero_point, int threads);
+double quantize_sse_f32(const float* weight, const QuantizeSpec& spec, const std::uint8_t* data, bool packed,
+                        const float* scale, const std::uint8_t* zero_point, int threads);
+
 }  // namespace weightpress

@@ -64,9 +64,28 @@ py::tuple palettize_from_histograms(py::array_t<std::uint32_t, py::array::c_styl
     return py::make_tuple(centroids, codes, objective, sse, clusters);
 }
 
-F64 sse_curve(py::array data, std::optional<F64> importance, int max_clusters, int threads) {
+F64 sse_curve(py::array data, std::optional<F64> importance, int max_clusters, int threads,
+              std::optional<std::vector<std::uint32_t>> ks) {
     if (data.ndim() != 2) throw py::value_error("sse_curve: expected a [groups, group_len] array");
     const std::size_t groups = data.shape(0), len = data.shape(1);
+    if (ks) {  // only these cluster counts: [groups, len(ks)]
+        const std::vector<std::uint32_t>& counts = *ks;
+        F64 out({groups, counts.size()});
+        double* o = out.mutable_data();
+        const double* imp = importance ? importance->data() : nullptr;
+        if (py::isinstance<U16>(data) && data.dtype().itemsize() == 2) {
+            U16 bits = data.cast<U16>();
+            const std::uint16_t* p = bits.data();
+            run_cancellable([&] { sse_at_f16(p, imp, groups, len, counts.data(), counts.size(), threads, o); });
+        } else if (py::isinstance<F32>(data)) {
+            F32 values = data.cast<F32>();
+            const float* p = values.data();
+            run_cancellable([&] { sse_at_f32(p, imp, groups, len, counts.data(), counts.size(), threads, o); });
+        } else {
+            throw py::type_error("sse_curve: expected uint16 (fp16 bits) or float32 data");
+        }
+        return out;
+    }
     F64 curve({groups, static_cast<std::size_t>(max_clusters)});
     double* c = curve.mutable_data();
     const double* imp = importance ? importance->data() : nullptr;
@@ -146,7 +165,9 @@ void register_palettize(py::module_& m) {
     m.def("kmeans1d_running_means", &kmeans1d_running_means_py, py::arg("x"), py::arg("w"), py::arg("starts"),
           "kmeans1d's incremental centroids of sorted raw points for a partition given by starts [k+1]");
     m.def("sse_curve", &sse_curve, py::arg("data"), py::arg("importance"), py::arg("max_clusters"),
-          py::arg("threads") = 0);
+          py::arg("threads") = 0, py::arg("ks") = py::none(),
+          "Optimal SSE per group for 1..max_clusters clusters [groups, max_clusters], or with ks only at "
+          "those counts [groups, len(ks)]");
     m.def(
         "half_from_double",
         [](F64 values) {

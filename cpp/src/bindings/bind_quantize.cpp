@@ -1,6 +1,8 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "bindings.h"
@@ -10,27 +12,36 @@
 namespace py = pybind11;
 
 namespace weightpress::bindings {
+namespace {
+
+QuantizeSpec spec_of(py::array weight, const std::vector<std::int64_t>& block, int nbits, bool is_signed,
+                     bool symmetric, const char* op) {
+    QuantizeSpec spec{};
+    spec.rank = static_cast<int>(weight.ndim());
+    if (spec.rank < 1 || spec.rank > 8) throw py::value_error(std::string(op) + ": rank must be in [1, 8]");
+    if (static_cast<int>(block.size()) != spec.rank) throw py::value_error(std::string(op) + ": one block size per axis");
+    for (int a = 0; a < spec.rank; ++a) {
+        spec.shape[a] = weight.shape(a);
+        spec.block[a] = block[a];
+        if (block[a] <= 0 || spec.shape[a] % block[a] != 0)
+            throw py::value_error(std::string(op) + ": block sizes must divide the shape");
+    }
+    spec.nbits = nbits;
+    spec.is_signed = is_signed;
+    spec.symmetric = symmetric;
+    return spec;
+}
+
+}  // namespace
 
 void register_quantize(py::module_& m) {
     m.def(
         "quantize_blockwise",
         [](py::array weight, std::vector<std::int64_t> block, int nbits, bool is_signed, bool symmetric,
            int threads, bool packed) -> py::tuple {
-            QuantizeSpec spec{};
-            spec.rank = static_cast<int>(weight.ndim());
-            if (spec.rank < 1 || spec.rank > 8) throw py::value_error("quantize: rank must be in [1, 8]");
-            if (static_cast<int>(block.size()) != spec.rank) throw py::value_error("quantize: one block size per axis");
+            const QuantizeSpec spec = spec_of(weight, block, nbits, is_signed, symmetric, "quantize");
             std::vector<py::ssize_t> grid;
-            for (int a = 0; a < spec.rank; ++a) {
-                spec.shape[a] = weight.shape(a);
-                spec.block[a] = block[a];
-                if (block[a] <= 0 || spec.shape[a] % block[a] != 0)
-                    throw py::value_error("quantize: block sizes must divide the shape");
-                grid.push_back(static_cast<py::ssize_t>(spec.shape[a] / block[a]));
-            }
-            spec.nbits = nbits;
-            spec.is_signed = is_signed;
-            spec.symmetric = symmetric;
+            for (int a = 0; a < spec.rank; ++a) grid.push_back(static_cast<py::ssize_t>(spec.shape[a] / block[a]));
             const bool has_zp = !(is_signed && symmetric);
             std::size_t count = 1;
             for (int a = 0; a < spec.rank; ++a) count *= static_cast<std::size_t>(spec.shape[a]);
@@ -69,6 +80,44 @@ void register_quantize(py::module_& m) {
         py::arg("threads") = 0, py::arg("packed") = false,
         "Blockwise linear quantization -> (data int8/uint8 in the weight's shape, or with packed=True the values "
         "packed to nbits LSB-first as uint8; scale per block (fp16 bits or f32); zero point or None)");
+    m.def(
+        "quantize_sse",
+        [](py::array weight, std::vector<std::int64_t> block, int nbits, bool is_signed, py::array data, bool packed,
+           py::array scale, std::optional<py::array> zero_point, int threads) -> double {
+            const QuantizeSpec spec = spec_of(weight, block, nbits, is_signed, true, "quantize_sse");
+            std::size_t count = 1, blocks = 1;
+            for (int a = 0; a < spec.rank; ++a) {
+                count *= static_cast<std::size_t>(spec.shape[a]);
+                blocks *= static_cast<std::size_t>(spec.shape[a] / spec.block[a]);
+            }
+            auto bytes = data.cast<py::array_t<std::uint8_t, py::array::c_style | py::array::forcecast>>();
+            if (static_cast<std::size_t>(bytes.size()) != (packed ? packed_size(count, nbits) : count))
+                throw py::value_error("quantize_sse: data does not match the weight");
+            if (static_cast<std::size_t>(scale.size()) != blocks ||
+                (zero_point && static_cast<std::size_t>(zero_point->size()) != blocks))
+                throw py::value_error("quantize_sse: one scale (and zero point) per block expected");
+            py::array_t<std::uint8_t, py::array::c_style | py::array::forcecast> zp;
+            if (zero_point) zp = zero_point->cast<py::array_t<std::uint8_t, py::array::c_style | py::array::forcecast>>();
+            const std::uint8_t* d = bytes.data();
+            const std::uint8_t* z = zero_point ? zp.data() : nullptr;
+            double sse = 0.0;
+            if (weight.dtype().is(py::dtype::of<std::uint16_t>()) && scale.dtype().is(py::dtype::of<std::uint16_t>())) {
+                auto w = weight.cast<py::array_t<std::uint16_t, py::array::c_style>>();
+                auto s = scale.cast<py::array_t<std::uint16_t, py::array::c_style>>();
+                run_cancellable([&] { sse = quantize_sse_f16(w.data(), spec, d, packed, s.data(), z, threads); });
+                return sse;
+            }
+            if (weight.dtype().is(py::dtype::of<float>()) && scale.dtype().is(py::dtype::of<float>())) {
+                auto w = weight.cast<py::array_t<float, py::array::c_style>>();
+                auto s = scale.cast<py::array_t<float, py::array::c_style>>();
+                run_cancellable([&] { sse = quantize_sse_f32(w.data(), spec, d, packed, s.data(), z, threads); });
+                return sse;
+            }
+            throw py::type_error("quantize_sse: expected fp16 bits (uint16) or float32 weight and scale");
+        },
+        py::arg("weight"), py::arg("block"), py::arg("nbits"), py::arg("is_signed"), py::arg("data"),
+        py::arg("packed"), py::arg("scale"), py::arg("zero_point"), py::arg("threads") = 0,
+        "Sum of squared errors of scale * (data - zero_point), in the weight's dtype, against the weight");
 }
 
 }  // namespace weightpress::bindings

@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", metavar="IN", help="the .mlpackage to compress (never modified)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="the .mlpackage to write")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
-    add_method_arguments(p)
+    add_method_arguments(p, recipe=True)
     p.add_argument("--target", choices=TARGET_CHOICES, default=None,
                    help="deployment target of the output (default: the model's own; iOS15 models become iOS16)")
     p.add_argument("--report", action="store_true", help="print per-layer SSE and PSNR")

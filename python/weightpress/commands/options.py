@@ -47,7 +47,8 @@ def parse_size(text):
     return int(value)
 
 
-def add_method_arguments(p: argparse.ArgumentParser, granularity="per_tensor", group_size=32) -> None:
+def add_method_arguments(p: argparse.ArgumentParser, granularity="per_tensor", group_size=32,
+                         recipe: bool = False) -> None:
     m = p.add_argument_group("methods (applied in command-line order; several = joint compression)")
     m.add_argument("--palettize", type=int, metavar="NBITS", action=_Step, const="palettize",
                    help="k-means (or --mode) palettization with 2**NBITS entries")
@@ -61,6 +62,9 @@ def add_method_arguments(p: argparse.ArgumentParser, granularity="per_tensor", g
                    help="zero N of every M consecutive weights")
     m.add_argument("--config", metavar="FILE", action=_Step, const="config",
                    help="a coremltools OptimizationConfig YAML (repeatable, applied in order)")
+    if recipe:
+        m.add_argument("--recipe", metavar="FILE", action=_Step, const="recipe",
+                       help="a recipe from `weightpress plan`: its method and options for every weight it names")
     pal = p.add_argument_group("palettization options")
     pal.add_argument("--mode", default="kmeans", choices=("kmeans", "uniform", "unique"))
     pal.add_argument("--granularity", default=granularity, choices=("per_tensor", "per_grouped_channel"))
@@ -107,11 +111,30 @@ def _op_config(kind, value, args):
     raise AssertionError(kind)
 
 
+def _recipe_config(args) -> Config:
+    """--recipe FILE: the planned per-const config, checked against the input package (a
+    recipe for another model, or naming consts this one lacks, is refused by name)."""
+    from ..plan.recipe import Recipe
+    from ..plan.sources import package_consts
+
+    if len(args.steps) != 1:
+        raise UsageError("--recipe gives every weight its method: use it alone, without other methods")
+    path = args.steps[0][1]
+    try:
+        recipe = Recipe.load(path)
+        recipe.check_against(package_consts(args.input, 0), args.input)
+        return Config((recipe.to_config(),))
+    except ConfigError as exc:
+        raise UsageError(f"--recipe {path}: {exc}") from None
+
+
 def config_from_args(args) -> Config:
     """The methods of the command line as one Config; errors name the flag."""
     if not args.steps:
         raise UsageError("give at least one method: --palettize, --quantize, --prune, --prune-threshold, "
                          "--prune-n-m or --config")
+    if any(kind == "recipe" for kind, _ in args.steps):
+        return _recipe_config(args)
     steps = []
     for kind, value in args.steps:
         flag = f"--{kind.replace('_', '-')} {value}"

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from . import values as V
-from .package import TARGET_NAMES, check_program, check_weights, load_spec, open_package
+from .package import TARGET_NAMES, check_program, check_weights, function_order, load_spec, open_package
 from .select import Graph, op_name
 from .weight_file import WeightFileReader
 
@@ -133,7 +133,7 @@ def package_info(path: str, weight_threshold: int = 0, stats: bool = False) -> P
     reader = WeightFileReader(package.weight_file) if package.weight_file else None
     try:
         weights = []
-        functions = list(spec.mlProgram.functions)
+        functions = function_order(spec)
         for fname in functions:
             function = spec.mlProgram.functions[fname]
             block = function.block_specializations[function.opset]

@@ -102,6 +102,14 @@ def _item_path(path, data, item):
     return full
 
 
+def function_order(spec):
+    """The functions in the order the model description lists them (the default first is
+    not required), then any the description does not name (protobuf maps have no order)."""
+    listed = [f.name for f in spec.description.functions]
+    names = [n for n in listed if n in spec.mlProgram.functions]
+    return names + sorted(n for n in spec.mlProgram.functions if n not in names)
+
+
 def iter_blob_offsets(spec):
     """Offsets of every weight.bin blob an ML program spec refers to (all functions and
     nested blocks), with the name of the op holding each."""

@@ -32,8 +32,8 @@ from ..errors import ConfigError, MemoryBudgetError, NonFiniteWeightError, NotAp
 from ..metrics import psnr
 from . import values as V
 from .emit import Emitter
-from .package import OPSETS, SPEC_IOS18, ModelPackage, publish, remove, temporary_sibling
-from .select import Graph, block_sizes, const_config, io_axes, structural_prune_applies
+from .package import OPSETS, SPEC_IOS18, ModelPackage, function_order, publish, remove, temporary_sibling
+from .select import Graph, block_sizes, const_config, io_axes, palettize_axis, structural_prune_applies
 from .weight_file import WeightFileReader, WeightFileWriter
 
 logger = logging.getLogger("weightpress.stream")
@@ -98,7 +98,7 @@ def stream_compress(package: ModelPackage, spec, out_path: str, config: MethodCo
     start = time.perf_counter()
     _, MIL_pb2 = modules()
     functions = spec.mlProgram.functions
-    names = _function_order(spec)
+    names = function_order(spec)
     tmp = temporary_sibling(out_path)
     result = StreamResult(bytes_in=os.path.getsize(package.weight_file) if package.weight_file else 0,
                           rows=[] if report else None)
@@ -141,14 +141,6 @@ def stream_compress(package: ModelPackage, spec, out_path: str, config: MethodCo
         if package.weight_file else 0
     result.seconds = time.perf_counter() - start
     return result
-
-
-def _function_order(spec):
-    """The functions in the order the model description lists them (the default first is
-    not required), then any the description does not name."""
-    listed = [f.name for f in spec.description.functions]
-    names = [n for n in listed if n in spec.mlProgram.functions]
-    return names + sorted(n for n in spec.mlProgram.functions if n not in names)
 
 
 class _Shared:
@@ -330,7 +322,7 @@ class _Walk:
         if isinstance(cfg, PalettizeConfig):
             if cfg.mode == "custom":
                 raise StreamingUnsupported(f"const {name}: custom LUT functions")
-            axis, group = _palettize_axis(sizes, weight.shape, channel_axis)
+            axis, group = palettize_axis(sizes, weight.shape, channel_axis)
             if cfg.cluster_dim > 1 and not _cluster_dim_valid(weight.shape, cfg.cluster_dim, axis, name, self.graph):
                 raise NotApplicableError("palettize", f"cluster_dim {cfg.cluster_dim} is invalid for this op")
             r = palettize(weight, None if cfg.mode == "unique" else cfg.nbits, mode=cfg.mode,
@@ -392,19 +384,6 @@ def _check_target(cfg, spec_version):
     if isinstance(cfg, QuantizeConfig) and (cfg.granularity == "per_block" or cfg.dtype in ("int4", "uint4")):
         kind = "per_block" if cfg.granularity == "per_block" else "4-bit"
         raise ConfigError(f"The {kind} quantization is supported since iOS18")
-
-
-def _palettize_axis(sizes, shape, channel_axis):
-    """The grouped axis and its group size from the inferred block sizes."""
-    group, axis = 0, channel_axis
-    for a, (b, n) in enumerate(zip(sizes, shape)):
-        if b != 0 and b != n:
-            if axis is not None and axis != a:
-                raise ConfigError("General block-wise palettization is not supported")
-            axis, group = a, b
-    if axis is None:
-        axis = 0
-    return axis, group or shape[axis]
 
 
 def report_row(name, compressed_as, weight, r) -> dict:
