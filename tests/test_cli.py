@@ -32,6 +32,13 @@ def test_demo_default_palettization(workdir):
     cos = [float(v) for v in re.findall(r"^  ([0-9.]+)  ", text, re.M)]
     assert len(cos) == 5 and min(cos) > 0.9
     assert (workdir / "minilm-weightpress.mlpackage" / "Manifest.json").exists()
+    # the planned row: a mixed-bit recipe for the uniform row's weight.bin size keeps the
+    # embeddings closer to the original
+    rows = {line.split()[0]: line.split() for line in text.splitlines()
+            if line.startswith(("weightpress ", "planned "))}
+    assert float(rows["planned"][2]) <= float(rows["weightpress"][2]) + 0.01  # size MB
+    assert float(rows["planned"][-1]) > float(rows["weightpress"][-1])  # mean cosine
+    assert "planned: weightpress plan --max-size" in text
 
 
 def test_demo_other_methods_reuse_the_conversion(workdir):

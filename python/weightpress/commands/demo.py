@@ -116,6 +116,7 @@ def run(args) -> int:
         stream_log.setLevel(level)
     results["weightpress"] = dict(out=out, seconds=job.seconds, rows=job.rows)
     _done(t)
+    _planned(src, workdir, results, args.threads)
 
     t = _step("reading the weights back and embedding sentences")
     reference = minilm.embeddings(model, tokenizer)
@@ -136,6 +137,9 @@ def run(args) -> int:
         print(f"{engine:<13}{r['seconds']:>9.2f}{r['size'] / 1e6:>10.2f}{size_in / r['size']:>7.2f}x"
               f"{r['weights']:>9}{r['sse']:>13.5g}{r['cos'].min():>9.4f}{r['cos'].mean():>10.4f}")
     ct_r, wp_r = results["coremltools"], results["weightpress"]
+    if "planned" in results:
+        print(f"planned: weightpress plan --max-size {results['planned']['budget']} (the weightpress row's weight.bin), "
+              f"then compress --recipe; {results['planned']['choices']}")
     print()
     print(f"speed-up {ct_r['seconds'] / wp_r['seconds']:.1f}x (load, compress, save; coremltools with "
           f"{args.coremltools_workers} k-means worker(s), weightpress {job.engine})")
@@ -148,6 +152,28 @@ def run(args) -> int:
         print(f"  {c:.4f}  {s}")
     sys.stdout.flush()
     return 0
+
+
+def _planned(src, workdir, results, threads) -> None:
+    """The demo's third row: a mixed-bit plan for the uniform row's weight.bin size
+    (weightpress plan --max-size, relative sensitivity, no data), compressed."""
+    from ..errors import ConfigError
+    from ..job import compress_model
+    from ..plan import plan
+
+    weights = os.path.join(results["weightpress"]["out"], "Data", "com.apple.CoreML", "weights", "weight.bin")
+    budget = os.path.getsize(weights)
+    out = os.path.join(workdir, "minilm-planned.mlpackage")
+    t = _step(f"weightpress plan for the same weight.bin size ({budget / 1e6:.2f} MB)")
+    try:
+        p = plan(src, max_size=budget)
+        job = compress_model(src, out, p.recipe.to_config(), overwrite=True, report=True, num_threads=threads)
+    except ConfigError as exc:
+        print(f"skipped ({exc})", file=sys.stderr)
+        return
+    results["planned"] = dict(out=out, seconds=p.seconds + job.seconds, rows=job.rows, budget=budget,
+                              choices=", ".join(f"{n} x {label}" for label, n in p.recipe.counts().items()))
+    _done(t)
 
 
 def _describe(step) -> str:

@@ -45,6 +45,16 @@ class Plan:
     fixed_bytes: int  # weight.bin bytes of everything not planned (package sources)
     seconds: float
     quality: Dict[str, float] = field(default_factory=dict)  # the chosen recipe's, when checked
+    _solve: Optional[Callable] = field(default=None, repr=False)
+
+    def recipe_for(self, *, target_bpw: Optional[float] = None, max_size: Optional[int] = None) -> Recipe:
+        """Another recipe from the same analysis (no weight is measured again): the least
+        error at target_bpw bits per planned weight, or within max_size bytes of weight.bin."""
+        if (target_bpw is None) == (max_size is None):
+            raise ConfigError("recipe_for: give exactly one of target_bpw, max_size")
+        if target_bpw is not None:
+            return self._solve(int(target_bpw * self.elements / 8), {"bits_per_weight": target_bpw})
+        return self._solve(int(max_size) - self.fixed_bytes, {"max_size": int(max_size)})
 
     @property
     def bytes(self) -> int:
@@ -121,17 +131,7 @@ def plan(source, *, target_bpw: Optional[float] = None, max_size: Optional[int] 
     model_fp = fingerprint((n, shape, dtype) for n, (shape, dtype) in shapes.items())
 
     def recipe_at(budget, target):
-        chosen = solve(items, budget)
-        weights = {}
-        for a, idx in zip(analyses, chosen):
-            c = a.candidates[idx]
-            for name in aliases[a.name]:
-                weights[name] = Choice(c.option, a.shape, a.dtype, c.bytes.total, c.error)
-        total = sum(a.candidates[i].bytes.total for a, i in zip(analyses, chosen))
-        predicted = {"bytes": total, "bits_per_weight": 8.0 * total / elements,
-                     "error": sum(a.candidates[i].error for a, i in zip(analyses, chosen)),
-                     "weight_file_bytes": fixed + sum(a.candidates[i].bytes.blob_bytes for a, i in zip(analyses, chosen))}
-        return Recipe(weights, path, model_fp, target, predicted, sensitivity)
+        return _recipe_for(analyses, items, aliases, budget, target, elements, fixed, path, model_fp, sensitivity)
 
     curve = []
     for k in range(max(2, curve_points)):
@@ -152,7 +152,23 @@ def plan(source, *, target_bpw: Optional[float] = None, max_size: Optional[int] 
         recipe, measured = _bisect(curve, quality, min_psnr)
     if quality is not None and not measured:
         measured = quality(recipe)
-    return Plan(analyses, recipe, curve, elements, fixed, time.perf_counter() - start, measured)
+    return Plan(analyses, recipe, curve, elements, fixed, time.perf_counter() - start, measured,
+                _solve=lambda budget, target: (_reachable(budget, smallest, largest + 1, str(target), smallest,
+                                                          largest, "bytes"), recipe_at(budget, target))[1])
+
+
+def _recipe_for(analyses, items, aliases, budget, target, elements, fixed, path, model_fp, sensitivity) -> Recipe:
+    chosen = solve(items, budget)
+    weights = {}
+    for a, idx in zip(analyses, chosen):
+        c = a.candidates[idx]
+        for name in aliases[a.name]:
+            weights[name] = Choice(c.option, a.shape, a.dtype, c.bytes.total, c.error)
+    total = sum(a.candidates[i].bytes.total for a, i in zip(analyses, chosen))
+    predicted = {"bytes": total, "bits_per_weight": 8.0 * total / elements,
+                 "error": sum(a.candidates[i].error for a, i in zip(analyses, chosen)),
+                 "weight_file_bytes": fixed + sum(a.candidates[i].bytes.blob_bytes for a, i in zip(analyses, chosen))}
+    return Recipe(weights, path, model_fp, target, predicted, sensitivity)
 
 
 def _reachable(budget, smallest, largest, asked, low, high, unit):
