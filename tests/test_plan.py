@@ -144,13 +144,13 @@ def test_min_psnr_bisects_the_curve():
         calls.append(recipe)
         return {"psnr": recipe.predicted["bits_per_weight"] * 5.0, "cosine": 1.0}
 
-    result = plan(weights, min_psnr=20.0, quality=quality, weight_threshold=0, curve_points=16)
+    result = plan(weights, min_psnr=20.0, quality=quality, weight_threshold=0, curve_points=16, sensitivity="relative")
     assert result.quality["psnr"] >= 20.0
     smaller = [p for p in result.curve if p.bits_per_weight * 5.0 >= 20.0]
     assert result.recipe.predicted["bits_per_weight"] == pytest.approx(min(p.bits_per_weight for p in smaller))
     assert len(calls) <= 6  # a bisection, not a sweep
     with pytest.raises(ConfigError, match="even the largest"):
-        plan(weights, min_psnr=500.0, quality=quality, weight_threshold=0)
+        plan(weights, min_psnr=500.0, quality=quality, weight_threshold=0, sensitivity="relative")
 
 
 def test_plan_api_refuses_bad_targets():
@@ -440,3 +440,43 @@ def test_planned_minilm_beats_uniform_at_the_same_size(minilm_package):
     q_uniform, q_planned = check(Recipe(uniform)), check(planned.recipe)
     assert q_planned["cosine"] > q_uniform["cosine"]
     assert q_planned["psnr"] > q_uniform["psnr"]
+
+
+def test_calibrated_sensitivity_measures_a_slope_per_weight_and_method():
+    """With a quality check, each weight's error slope per method is measured (one pass per
+    weight and method) and decides: a weight whose outputs suffer from quantization gets
+    palettized even where quantization's SSE is lower."""
+    from weightpress.plan.quality import calibrate
+
+    rng = np.random.default_rng(9)
+    weights = {"fragile": (rng.standard_normal((64, 256)) * 0.1).astype(np.float16),
+               "robust": (rng.standard_normal((64, 256)) * 0.1).astype(np.float16)}
+    slopes = {("fragile", "palettize"): 1.0, ("fragile", "quantize"): 1000.0,
+              ("robust", "palettize"): 1.0, ("robust", "quantize"): 1.0}
+    energy = {n: float(np.sum(w.astype(np.float64) ** 2)) for n, w in weights.items()}
+    from weightpress.plan.quality import decompressed
+
+    calls = []
+
+    def quality(recipe):  # an exactly linear model: MSE = sum of slope * relative error
+        calls.append(recipe)
+        dense = decompressed(recipe, weights, {n: (1, 0) for n in weights})
+        mse = sum(slopes[(n, recipe.weights[n].option.method)]
+                  * float(np.sum((d.astype(np.float64) - weights[n].astype(np.float64)) ** 2)) / energy[n]
+                  for n, d in dense.items())
+        return {"psnr": 100.0 - mse, "cosine": 1.0, "mse": mse}
+
+    options = "palettize:4,6;granularity:per_tensor;quantize:int8;keep"
+    result = plan(weights, target_bpw=8.3, quality=quality, weight_threshold=0, options=options)
+    assert result.recipe.sensitivity == "calibrated"  # the default with a quality check
+    assert len(calls) == 2 * 2 + 1  # two probes per weight, one check of the chosen recipe
+    measured = calibrate(quality, result.analyses)
+    for key, slope in slopes.items():
+        # (the probe's SSE is the optimum with float64 centroids; the stored LUT is fp16)
+        assert measured[key] == pytest.approx(slope, rel=1e-3)
+    by_name = {a.name: {c.option.label: c for c in a.candidates} for a in result.analyses}
+    assert by_name["fragile"]["quantize:int8"].sse < by_name["fragile"]["palettize:6"].sse
+    assert result.recipe.weights["fragile"].option.method == "palettize"
+    # without the measured slopes the data-free model picks int8 for the fragile weight too
+    relative = plan(weights, target_bpw=8.3, weight_threshold=0, options=options)
+    assert relative.recipe.weights["fragile"].option.label == "quantize:int8"

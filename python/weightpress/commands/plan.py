@@ -32,9 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--options", default=None, metavar="SPEC",
                    help="candidate options, e.g. 'palettize:2,3,4,6;granularity:per_tensor,per_grouped_channel:16;"
                         "quantize:int8,int4/32;keep' (the default)")
-    p.add_argument("--sensitivity", default="relative", choices=("none", "relative", "activations"),
-                   help="how weight errors add up: raw SSE, relative to each weight's energy (default), or "
-                        "weighted by input activations (needs --torch-model)")
+    p.add_argument("--sensitivity", default=None, choices=("none", "relative", "activations", "calibrated"),
+                   help="how weight errors add up: raw SSE, relative to each weight's energy (the default "
+                        "without --torch-model), weighted by input activations, or relative with a slope per "
+                        "weight and method measured by forward passes (the default with --torch-model)")
     p.add_argument("--torch-model", metavar="MODULE:FUNCTION",
                    help="the source torch model for quality checks and activation statistics: FUNCTION() returns "
                         "(model, sample inputs); 'minilm' for the embedded MiniLM")
@@ -53,9 +54,9 @@ def run(args) -> int:
     from ..plan import plan
 
     quality, column_weights = None, None
-    if args.torch_model or args.min_psnr is not None or args.sensitivity == "activations":
+    if args.torch_model or args.min_psnr is not None or args.sensitivity in ("activations", "calibrated"):
         if not args.torch_model:
-            raise UsageError("--min-psnr and --sensitivity activations need --torch-model")
+            raise UsageError("--min-psnr and --sensitivity activations/calibrated need --torch-model")
         quality, column_weights = _torch(args)
     result = plan(args.input, target_bpw=args.target_bpw, max_size=args.max_size, min_psnr=args.min_psnr,
                   quality=quality, sensitivity=args.sensitivity, options=args.options,

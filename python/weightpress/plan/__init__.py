@@ -82,7 +82,7 @@ class Plan:
 
 def plan(source, *, target_bpw: Optional[float] = None, max_size: Optional[int] = None,
          min_psnr: Optional[float] = None, quality: Optional[Callable[[Recipe], Dict[str, float]]] = None,
-         sensitivity: str = "relative", options=None, weight_threshold: int = 2048,
+         sensitivity: Optional[str] = None, options=None, weight_threshold: int = 2048,
          column_weights: Optional[Dict[str, np.ndarray]] = None, curve_points: int = 12,
          progress: bool = False) -> Plan:
     """Plans `source` (an .mlpackage path or {name: array}) to one target:
@@ -92,16 +92,22 @@ def plan(source, *, target_bpw: Optional[float] = None, max_size: Optional[int] 
                     reaches it (a bisection, about log2(curve_points) quality checks)
     options: an --options string or a list of Option. sensitivity: none, relative,
     activations (needs column_weights: {weight name: E[x^2] per input channel};
-    quality.torch_activations computes them). Raises ConfigError for unreachable targets."""
+    quality.torch_activations computes them), calibrated (needs quality: a forward pass per
+    weight and method measures its slope; the default when quality is given, else
+    relative). Raises ConfigError for unreachable targets."""
     targets = [t for t in (target_bpw, max_size, min_psnr) if t is not None]
     if len(targets) != 1:
         raise ConfigError("plan: give exactly one of target_bpw, max_size, min_psnr")
     if min_psnr is not None and quality is None:
         raise ConfigError("plan: min_psnr needs a quality check (a torch model and sample inputs)")
+    if sensitivity is None:  # measured slopes when a quality check can measure them, else data-free
+        sensitivity = "calibrated" if quality is not None else "relative"
     if sensitivity not in SENSITIVITIES:
         raise ConfigError(f"plan: sensitivity must be one of {', '.join(SENSITIVITIES)}, got {sensitivity!r}")
     if sensitivity == "activations" and not column_weights:
         raise ConfigError("plan: sensitivity 'activations' needs activation statistics (column_weights)")
+    if sensitivity == "calibrated" and quality is None:
+        raise ConfigError("plan: sensitivity 'calibrated' needs a quality check (a torch model and sample inputs)")
     if options is None or isinstance(options, str):
         candidates = parse_options(DEFAULT_OPTIONS if options is None else options)
     else:
@@ -123,7 +129,12 @@ def plan(source, *, target_bpw: Optional[float] = None, max_size: Optional[int] 
         analyses = _analyse_all(sources, candidates, column_weights, progress)
     if not analyses:
         raise ConfigError(f"plan: no weight to plan (none with more than {weight_threshold} elements)")
-    weigh(analyses, sensitivity)
+    coefficients = None
+    if sensitivity == "calibrated":
+        from .quality import calibrate
+
+        coefficients = calibrate(quality, analyses, progress)
+    weigh(analyses, sensitivity, coefficients)
     elements = sum(a.elements for a in analyses)
     items = [Item(tuple((c.bytes.total, c.error) for c in a.candidates)) for a in analyses]
     smallest = sum(min(b for b, _ in it.options) for it in items)

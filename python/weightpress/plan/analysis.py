@@ -12,6 +12,9 @@ up across weights:
     activations  the SSE with every input channel weighted by E[x^2] of the activations it
                  multiplies, over the weight's weighted energy (from sample inputs through the
                  source torch model; weights no activation reaches fall back to relative)
+    calibrated   the relative error times a slope per weight and method, each measured with
+                 one forward pass of the source torch model (quality.calibrate): output MSE
+                 ~ sum of a * relative error, the linear model with measured slopes
 
 A package is read the way compress reads it (same validation, same selection of consts, the
 same axis inference), one weight in memory at a time.
@@ -30,7 +33,7 @@ from ..mlpackage import values as V
 from .options import Option
 from .sizes import Footprint, footprint
 
-SENSITIVITIES = ("none", "relative", "activations")
+SENSITIVITIES = ("none", "relative", "activations", "calibrated")
 
 
 @dataclass
@@ -182,8 +185,9 @@ def _activation_errors(w, source, analysis):
     analysis.energy = float(np.sum(w.astype(np.float64) ** 2 * _column_scale(source, w.shape)))
 
 
-def weigh(analyses: List[WeightAnalysis], sensitivity: str) -> None:
-    """Fills every candidate's error from its SSE under the sensitivity."""
+def weigh(analyses: List[WeightAnalysis], sensitivity: str, coefficients: Optional[Dict[str, float]] = None) -> None:
+    """Fills every candidate's error from its SSE under the sensitivity (calibrated: times
+    the slope of the weight and the option's method, {(name, method): slope})."""
     if sensitivity not in SENSITIVITIES:
         from ..errors import ConfigError
 
@@ -191,4 +195,5 @@ def weigh(analyses: List[WeightAnalysis], sensitivity: str) -> None:
     for a in analyses:
         scale = 1.0 if sensitivity == "none" else 1.0 / (a.energy if a.energy > 0 else 1.0)
         for c in a.candidates:
-            c.error = c.sse * scale
+            slope = (coefficients or {}).get((a.name, c.option.method), 1.0) if sensitivity == "calibrated" else 1.0
+            c.error = c.sse * scale * slope

@@ -71,7 +71,7 @@ def compare(reference: np.ndarray, output: np.ndarray) -> Dict[str, float]:
     peak = float(np.abs(ref).max())
     psnr = float("inf") if mse == 0 else 20 * np.log10(peak / np.sqrt(mse))
     cosine = float(ref @ out / (np.linalg.norm(ref) * np.linalg.norm(out) + 1e-30))
-    return {"psnr": psnr, "cosine": cosine}
+    return {"psnr": psnr, "cosine": cosine, "mse": mse}
 
 
 def decompressed(recipe, weights: Dict[str, np.ndarray], axes: Dict[str, tuple]) -> Dict[str, np.ndarray]:
@@ -135,6 +135,46 @@ class TorchQuality:
             with torch.no_grad():
                 for const, old in saved.items():
                     params[self.params[const]].copy_(old)
+
+
+def calibrate(quality: Callable, analyses, progress: bool = False) -> Dict[tuple, float]:
+    """Coefficients of the linear error model of the `calibrated` sensitivity: output MSE ~
+    sum over weights of a * (the weight's SSE / its energy), with one slope a per weight and
+    method (palettization and linear quantization spread their error differently: k-means
+    puts centroids on outliers, a per-channel scale rounds them, and which of the two a
+    layer tolerates shows only in its outputs). Each slope is measured with one forward pass,
+    the weight alone compressed by a probe option of that method (the one of median error
+    among them: the medium-bit regime where the model is linear), every other weight as it
+    is. A probe that changes nothing gets the median slope of the others.
+    Returns {(weight name, method): slope}."""
+    from .recipe import Choice, Recipe
+
+    probes = []
+    for a in analyses:
+        for method in ("palettize", "quantize"):
+            options = sorted((c for c in a.candidates if c.option.method == method and c.sse > 0), key=lambda c: c.sse)
+            if options:
+                probes.append((a, method, options[len(options) // 2]))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(probes), unit=" passes", desc="calibrating (forward passes)", leave=False)
+    slopes: Dict[tuple, float] = {}
+    try:
+        for a, method, probe in probes:
+            q = quality(Recipe({a.name: Choice(probe.option, a.shape, a.dtype, probe.bytes.total, 0.0)}))
+            if "mse" not in q:
+                raise ConfigError("plan: the calibrated sensitivity needs a quality check that reports 'mse'")
+            slopes[(a.name, method)] = q["mse"] / (probe.sse / (a.energy if a.energy > 0 else 1.0))
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    measured = [v for v in slopes.values() if v > 0]
+    fallback = float(np.median(measured)) if measured else 1.0
+    return {(a.name, m): slopes.get((a.name, m)) or fallback for a in analyses for m in ("palettize", "quantize")}
 
 
 def torch_activations(model, inputs, consts: Sequence[str]) -> Dict[str, np.ndarray]:
