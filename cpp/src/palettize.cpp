@@ -475,15 +475,23 @@ void palettize_from_histograms_f16(const std::uint32_t* counts, std::size_t grou
 
 namespace {
 
-template <typename Collect>
-void sse_curve_groups(std::size_t groups, int max_clusters, int threads, double* curve,
-                      Collect collect) {
+// body(scratch, group, clustered values) for every group, its distinct values collected by
+// collect(scratch, group), in parallel with one scratch per worker.
+template <typename Collect, typename Body>
+void for_each_clustered_group(std::size_t groups, int threads, Collect collect, Body body) {
     const int workers = worker_count(groups, threads);
     std::vector<Scratch> scratch(workers);
     parallel_for(groups, threads, [&](int w, std::size_t g) {
         Scratch& s = scratch[w];
         collect(s, g);
-        const ClusterInput in = select_clustered(s);
+        body(s, g, select_clustered(s));
+    });
+}
+
+template <typename Collect>
+void sse_curve_groups(std::size_t groups, int max_clusters, int threads, double* curve,
+                      Collect collect) {
+    for_each_clustered_group(groups, threads, collect, [&](Scratch& s, std::size_t g, const ClusterInput& in) {
         const std::size_t m = in.m;
         const std::size_t k = std::min<std::size_t>(m, max_clusters);
         s.starts.resize(k + 1);
@@ -505,12 +513,7 @@ constexpr std::size_t kPenaltyOnlyMinPointsPerCluster = 8;  // as the windowed s
 template <typename Collect>
 void sse_at_groups(std::size_t groups, const std::uint32_t* ks, std::size_t nk, int threads, double* out,
                    Collect collect) {
-    const int workers = worker_count(groups, threads);
-    std::vector<Scratch> scratch(workers);
-    parallel_for(groups, threads, [&](int w, std::size_t g) {
-        Scratch& s = scratch[w];
-        collect(s, g);
-        const ClusterInput in = select_clustered(s);
+    for_each_clustered_group(groups, threads, collect, [&](Scratch& s, std::size_t g, const ClusterInput& in) {
         bool have_sums = false;
         for (std::size_t j = 0; j < nk; ++j) {
             const std::size_t k = std::min<std::size_t>(in.m, ks[j]);

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from . import values as V
-from .package import TARGET_NAMES, check_program, check_weights, function_order, load_spec, open_package
+from .package import TARGET_NAMES, function_order, read_package
 from .select import Graph, op_name
 from .weight_file import WeightFileReader
 
@@ -126,10 +126,7 @@ class PackageInfo:
 def package_info(path: str, weight_threshold: int = 0, stats: bool = False) -> PackageInfo:
     """Every weight of a .mlpackage (see the module docstring). Raises PackageError for
     anything compress would refuse to read."""
-    package = open_package(path)
-    spec = load_spec(package)
-    check_program(package, spec)
-    check_weights(package, spec)
+    package, spec = read_package(path)
     reader = WeightFileReader(package.weight_file) if package.weight_file else None
     try:
         weights = []

@@ -313,6 +313,17 @@ def load_spec(package: ModelPackage):
     return spec
 
 
+def read_package(path: str):
+    """(package, spec) of a package every reader may trust: opened, parsed, its program's
+    structure and every weight.bin reference checked (PackageError otherwise). The one
+    front door of compress, info, plan and --verify."""
+    package = open_package(path)
+    spec = load_spec(package)
+    check_program(package, spec)
+    check_weights(package, spec)
+    return package, spec
+
+
 def save_model(mlmodel, path: str, overwrite: bool, check=None) -> None:
     """MLModel.save into a sibling temporary path, check(staged path) when given, then
     publish(): never a partial package."""

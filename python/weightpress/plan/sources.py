@@ -18,16 +18,13 @@ def package_sources(path: str, weight_threshold: int):
     rank >= 2, more than weight_threshold elements, feeding compute ops), the weight.bin
     bytes of everything else, and name -> (shape, dtype) of the sources. In a multifunction
     package a const is named "function::const"; a blob two functions share is one source."""
-    from ..mlpackage.package import check_program, check_weights, function_order, load_spec, open_package
+    from ..mlpackage.package import function_order, read_package
     from ..mlpackage.select import Graph, io_axes
     from ..mlpackage.weight_file import HEADER_SIZE, WeightFileReader
     from .sizes import footprint
     from .options import Option
 
-    package = open_package(path)
-    spec = load_spec(package)
-    check_program(package, spec)
-    check_weights(package, spec)
+    package, spec = read_package(path)
     reader = WeightFileReader(package.weight_file) if package.weight_file else None
     try:
         functions = function_order(spec)
