@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "kmeans1d_detail.h"
+#include "weightpress/multiversion.h"
 #include "weightpress/parallel.h"
 
 namespace weightpress {
@@ -14,12 +15,8 @@ namespace {
 
 // prev[j-1] + cost(j, i) for m consecutive candidates j. IEEE division, addition and
 // multiplication are exact-rounded at any vector width and contraction is off, so the
-// wider clones give bit-identical values; they only exist where GCC/clang can dispatch
-// at load time (x86-64 Linux).
-#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-void candidate_costs(const double* cw, const double* cs, const double* cs2, const double* pv, double cw_end,
+// wider copies give bit-identical values (multiversion.h).
+WP_FORCE_INLINE void candidate_costs_body(const double* cw, const double* cs, const double* cs2, const double* pv, double cw_end,
                      double cs_end, double cs2_end, std::size_t m, double* vals) {
     for (std::size_t t = 0; t < m; ++t) {
         const double weight = cw_end - cw[t];
@@ -31,6 +28,10 @@ void candidate_costs(const double* cw, const double* cs, const double* cs2, cons
         vals[t] = pv[t] + r;
     }
 }
+WP_MULTIVERSION_FN(void, candidate_costs,
+                   (const double* cw, const double* cs, const double* cs2, const double* pv, double cw_end, double cs_end, double cs2_end, std::size_t m, double* vals),
+                   (cw, cs, cs2, pv, cw_end, cs_end, cs2_end, m, vals),
+                   candidate_costs_body(cw, cs, cs2, pv, cw_end, cs_end, cs2_end, m, vals))
 
 // One DP layer: cur[i] = min_{j in [lo_j, i]} prev[j-1] + cost(j, i) for rows i in
 // [row_lo, row_hi], with the leftmost argmin stored in split_row[i].

@@ -74,7 +74,7 @@ WP_FORCE_INLINE void pack6(const std::uint8_t* v, std::size_t n, std::uint8_t* o
     if (n % 4) pack_range_impl(v + groups * 4, n % 4, 6, out + groups * 3);
 }
 
-WP_MULTIVERSION void pack_range(const std::uint8_t* v, std::size_t n, int nbits, std::uint8_t* out) {
+WP_FORCE_INLINE void pack_range_body(const std::uint8_t* v, std::size_t n, int nbits, std::uint8_t* out) {
     switch (nbits) {
         case 8: std::memcpy(out, v, n); return;
         case 1: pack_fixed<1>(v, n, out); return;
@@ -86,6 +86,9 @@ WP_MULTIVERSION void pack_range(const std::uint8_t* v, std::size_t n, int nbits,
         default: pack_fixed<7>(v, n, out); return;
     }
 }
+WP_MULTIVERSION_FN(void, pack_range,
+                   (const std::uint8_t* v, std::size_t n, int nbits, std::uint8_t* out),
+                   (v, n, nbits, out), pack_range_body(v, n, nbits, out))
 
 // The inverse, a group of eight fields (nbits bytes) at a time.
 WP_FORCE_INLINE void unpack_range_impl(const std::uint8_t* p, std::size_t n, int nbits, std::uint8_t* out) {
@@ -138,7 +141,7 @@ WP_FORCE_INLINE void unpack6(const std::uint8_t* p, std::size_t n, std::uint8_t*
     if (n % 4) unpack_range_impl(p + groups * 3, n % 4, 6, out + groups * 4);
 }
 
-WP_MULTIVERSION void unpack_range(const std::uint8_t* p, std::size_t n, int nbits, std::uint8_t* out) {
+WP_FORCE_INLINE void unpack_range_body(const std::uint8_t* p, std::size_t n, int nbits, std::uint8_t* out) {
     switch (nbits) {
         case 8: std::memcpy(out, p, n); return;
         case 1: unpack_dividing<1>(p, n, out); return;
@@ -150,6 +153,9 @@ WP_MULTIVERSION void unpack_range(const std::uint8_t* p, std::size_t n, int nbit
         default: unpack_fixed<7>(p, n, out); return;
     }
 }
+WP_MULTIVERSION_FN(void, unpack_range,
+                   (const std::uint8_t* p, std::size_t n, int nbits, std::uint8_t* out),
+                   (p, n, nbits, out), unpack_range_body(p, n, nbits, out))
 
 }  // namespace
 
