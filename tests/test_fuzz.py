@@ -2,7 +2,7 @@
 untrusted bytes, replays of every past finding, and the harness's own ability to report one.
 
 A longer run is benchmarks/fuzz_long.py. Each target here gets FUZZ_SECONDS (about a minute
-for all five); the inputs and their outcomes are libFuzzer's, so the assertions are on the
+for all six); the inputs and their outcomes are libFuzzer's, so the assertions are on the
 contract: no finding, inputs actually run, coverage actually guiding (new inputs kept).
 """
 

@@ -111,6 +111,23 @@ def _weights_with(at_blob, field_offset, fmt, value):
     return bytes(data)
 
 
+def _recipe_regressions():
+    """Recipes that once ended in a TypeError or OverflowError: top-level fields of the wrong
+    JSON type (found by hand after the recipe target's first byte-level runs, which rarely
+    turn an object into a number; the JSON mutator now does) and an infinite dimension."""
+    seed = json.loads(recipe_seed())
+    out = {}
+    for name, key, value in (("target-not-object", "target", 5), ("predicted-list", "predicted", [1, 2]),
+                             ("model-list", "model", [1]), ("sensitivity-object", "sensitivity", {"a": 1})):
+        bad = json.loads(json.dumps(seed))
+        bad[key] = value
+        out[name] = json.dumps(bad).encode()
+    # found by the recipe target's JSON mutator: a dimension of 11e+308 (infinity)
+    out["shape-infinity"] = (b'{"format": "weightpress-recipe", "version": 1, "weights": {"linear_weight_0": '
+                             b'{"option": "palettize:4/g16", "shape": [32,11e+308]}}}')
+    return out
+
+
 def regressions():
     """Inputs that once ended in something other than a WeightpressError (found by the fuzzer
     or by reading the readers), and hostile shapes the issue names. tests/test_fuzz.py
@@ -133,6 +150,7 @@ def regressions():
                  "transpose-without-bools": _spec_with(_no_bools),
                  "no-block-for-opset": _spec_with(lambda m, f, ops: setattr(f, "opset", "CoreML5")),
                  "dims-2^41": _spec_with(_huge_dims)},
+        "recipe": _recipe_regressions(),
         "weights": {"blob-size-2^60": _weights_with(0, 8, "<Q", 1 << 60),
                     "blob-offset-2^63": _weights_with(0, 16, "<Q", 1 << 63),
                     "count-2^32-1": _header_count((1 << 32) - 1)},
@@ -145,6 +163,17 @@ def _header_count(count):
     return bytes(data)
 
 
+def recipe_seed() -> bytes:
+    """A recipe weightpress plan writes for the seed package (every option kind)."""
+    from weightpress.plan import plan
+
+    result = plan(targets.SEED_PACKAGE, target_bpw=6, weight_threshold=0,
+                  options="palettize:2,4;granularity:per_tensor,per_grouped_channel:16;quantize:int8,int4/32;keep")
+    data = result.recipe.to_dict()
+    data["model"]["path"] = "seed.mlpackage"
+    return json.dumps(data, indent=1).encode()
+
+
 def write_corpus():
     corpus = os.path.join(HERE, "corpus")
     shutil.rmtree(corpus, ignore_errors=True)
@@ -154,6 +183,7 @@ def write_corpus():
         "weights": {"seed": weights, "header-only": weights[:64]},
         "spec": {"seed": spec},
         "yaml": {name: text.encode() for name, text in YAML_SEEDS.items()},
+        "recipe": {"seed.json": recipe_seed()},
         "package": {"seed": targets.join_package(manifest, spec, weights),
                     "seed-odd": targets.join_package(manifest, spec, weights) + b"\x00"},
     }

@@ -174,4 +174,47 @@ def mutate_package(data, max_size, seed):
     return targets.join_package(manifest, spec, weights)[:max_size]
 
 
-MUTATORS = {"spec": mutate_spec, "weights": mutate_weights, "package": mutate_package}
+# ------------------------------------------------------------------------- recipes (JSON)
+JSON_VALUES = [None, True, 0, -1, 1 << 62, 1e308, float("nan"), "", "palettize:4", "palettize:4/g0",
+               "quantize:int4/b0", "quantize:int3", "keep", "x" * 300, [], [1, 2], [0] * 9, {}, {"a": 1}]
+
+
+def _json_nodes(value, path=()):
+    yield path, value
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _json_nodes(v, path + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _json_nodes(v, path + (i,))
+
+
+def mutate_recipe(data, max_size, seed):
+    """Replaces one node of the recipe's JSON tree (a field's type, a label, a shape entry, a
+    whole object) or deletes a key; byte-level otherwise (or when the input is not JSON)."""
+    import json
+
+    rng = random.Random(seed)
+    try:
+        tree = json.loads(data)
+    except (ValueError, RecursionError):
+        return _bytewise(data, max_size, seed)
+    if rng.random() < 0.2:
+        return _bytewise(data, max_size, seed)
+    nodes = list(_json_nodes(tree))
+    path, _ = rng.choice(nodes)
+    if not path:
+        tree = rng.choice(JSON_VALUES)
+    else:
+        parent = tree
+        for key in path[:-1]:
+            parent = parent[key]
+        if isinstance(parent, dict) and rng.random() < 0.25:
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = rng.choice(JSON_VALUES)
+    out = json.dumps(tree).encode()
+    return out[:max_size]
+
+
+MUTATORS = {"spec": mutate_spec, "weights": mutate_weights, "package": mutate_package, "recipe": mutate_recipe}

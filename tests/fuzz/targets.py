@@ -10,6 +10,8 @@ memory limits that turn the last two into findings too).
     weights    weight.bin -> every header and blob, as check_weights walks them
     spec       the model spec protobuf, with a valid weight.bin -> the streaming compressor
     yaml       an OptimizationConfig YAML -> MethodConfig.from_yaml
+    recipe     a weightpress plan recipe (JSON) -> Recipe.load, checked against the seed
+               package and turned into its config, as compress --recipe does
     package    a whole package: (manifest, spec, weight.bin) split from one input -> the
                streaming compressor end to end; no output may appear on failure
 """
@@ -103,6 +105,22 @@ def yaml(data: bytes, strict: bool = False) -> None:
             pass
 
 
+def recipe(data: bytes, strict: bool = False) -> None:
+    from weightpress.plan.recipe import Recipe
+    from weightpress.plan.sources import package_consts
+
+    with Scratch() as s:
+        path = os.path.join(s.root, "recipe.json")
+        with open(path, "wb") as f:
+            f.write(data)
+        try:
+            r = Recipe.load(path)
+            r.check_against(package_consts(s.package, 0), s.package)
+            r.to_config()
+        except _expected(strict):
+            pass
+
+
 def split_package(data: bytes):
     """An input holding three parts: u32 lengths of the manifest and the spec, then manifest,
     spec and weight.bin bytes (missing parts keep the seed's)."""
@@ -148,4 +166,5 @@ def _compress(s: Scratch, quantize: bool, strict: bool = False) -> None:
             raise AssertionError(f"a failed run left {leftovers}")
 
 
-TARGETS = {"manifest": manifest, "weights": weights, "spec": spec, "yaml": yaml, "package": package}
+TARGETS = {"manifest": manifest, "weights": weights, "spec": spec, "yaml": yaml, "recipe": recipe,
+           "package": package}

@@ -121,13 +121,22 @@ class Recipe:
         for name, entry in weights.items():
             if not isinstance(entry, dict) or "option" not in entry:
                 raise ConfigError(f"weight {name!r}: expected {{\"option\": ..., \"shape\": ...}}")
+            shape = entry.get("shape", [])
+            if not isinstance(shape, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                      for v in shape):
+                raise ConfigError(f"weight {name!r}: shape must be a list of non-negative integers, got {shape!r}"[:300])
             try:
-                shape = tuple(int(v) for v in entry.get("shape", ()))
-                out[str(name)] = Choice(Option.from_label(entry["option"]), shape, str(entry.get("dtype", "float16")),
-                                        int(entry.get("bytes", 0)), float(entry.get("error", 0.0)))
-            except (TypeError, ValueError):
-                raise ConfigError(f"weight {name!r}: malformed entry {entry!r}") from None
-        model = data.get("model") if isinstance(data.get("model"), dict) else {}
+                out[str(name)] = Choice(Option.from_label(entry["option"]), tuple(shape),
+                                        str(entry.get("dtype", "float16")), int(entry.get("bytes", 0)),
+                                        float(entry.get("error", 0.0)))
+            except (TypeError, ValueError, OverflowError):
+                raise ConfigError(f"weight {name!r}: malformed entry {entry!r}"[:300]) from None
+        for key in ("model", "target", "predicted"):
+            if not isinstance(data.get(key, {}), dict):
+                raise ConfigError(f"\"{key}\" must be an object, got {type(data[key]).__name__}")
+        if not isinstance(data.get("sensitivity", ""), str):
+            raise ConfigError(f"\"sensitivity\" must be a string, got {type(data['sensitivity']).__name__}")
+        model = data.get("model") or {}
         return cls(out, str(model.get("path", "")), str(model.get("fingerprint", "")),
                    dict(data.get("target") or {}), dict(data.get("predicted") or {}),
                    str(data.get("sensitivity", "relative")))
