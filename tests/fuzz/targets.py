@@ -92,33 +92,34 @@ def spec(data: bytes, strict: bool = False) -> None:
         _compress(s, quantize=len(data) % 2 == 0, strict=strict)
 
 
-def yaml(data: bytes, strict: bool = False) -> None:
-    from weightpress.config import MethodConfig
-
+def _read_file(data: bytes, name: str, read, strict: bool) -> None:
+    """Writes the input as `name` beside a fresh seed package and runs read(path, package)."""
     with Scratch() as s:
-        path = os.path.join(s.root, "config.yaml")
+        path = os.path.join(s.root, name)
         with open(path, "wb") as f:
             f.write(data)
         try:
-            MethodConfig.from_yaml(path)
+            read(path, s.package)
         except _expected(strict):
             pass
+
+
+def yaml(data: bytes, strict: bool = False) -> None:
+    from weightpress.config import MethodConfig
+
+    _read_file(data, "config.yaml", lambda path, _: MethodConfig.from_yaml(path), strict)
 
 
 def recipe(data: bytes, strict: bool = False) -> None:
     from weightpress.plan.recipe import Recipe
     from weightpress.plan.sources import package_consts
 
-    with Scratch() as s:
-        path = os.path.join(s.root, "recipe.json")
-        with open(path, "wb") as f:
-            f.write(data)
-        try:
-            r = Recipe.load(path)
-            r.check_against(package_consts(s.package, 0), s.package)
-            r.to_config()
-        except _expected(strict):
-            pass
+    def read(path, package):
+        r = Recipe.load(path)
+        r.check_against(package_consts(package, 0), package)
+        r.to_config()
+
+    _read_file(data, "recipe.json", read, strict)
 
 
 def split_package(data: bytes):
