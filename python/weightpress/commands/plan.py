@@ -88,8 +88,7 @@ def run(args) -> int:
 
 
 def _torch(args):
-    from ..plan.quality import TorchQuality, factory, torch_activations
-    from ..plan.sources import package_sources
+    from ..plan.quality import factory, torch_check
 
     try:
         model, inputs = factory(args.torch_model)()
@@ -97,12 +96,7 @@ def _torch(args):
         raise
     except Exception as exc:  # noqa: BLE001 (the user's factory: say what failed)
         raise UsageError(f"--torch-model {args.torch_model}: {type(exc).__name__}: {exc}") from None
-    with package_sources(args.input, args.weight_threshold) as (sources, _, _, _):
-        weights = {s.name: s.read().copy() for s in sources}
-        axes = {s.name: (s.in_axis, s.out_axis) for s in sources}
-    quality = TorchQuality(model, inputs, weights, axes)
-    columns = torch_activations(model, inputs, list(weights)) if args.sensitivity == "activations" else None
-    return quality, columns
+    return torch_check(args.input, model, inputs, args.weight_threshold, activations=args.sensitivity == "activations")
 
 
 def _from_mbp(args) -> int:

@@ -84,7 +84,7 @@ def plan(source, *, target_bpw: Optional[float] = None, max_size: Optional[int] 
          min_psnr: Optional[float] = None, quality: Optional[Callable[[Recipe], Dict[str, float]]] = None,
          sensitivity: Optional[str] = None, options=None, weight_threshold: int = 2048,
          column_weights: Optional[Dict[str, np.ndarray]] = None, curve_points: int = 12,
-         progress: bool = False) -> Plan:
+         torch_model=None, sample_inputs=None, progress: bool = False) -> Plan:
     """Plans `source` (an .mlpackage path or {name: array}) to one target:
         target_bpw  bits per planned weight, everything stored included (indices, LUTs, scales)
         max_size    bytes of the whole weight.bin (package sources)
@@ -95,6 +95,16 @@ def plan(source, *, target_bpw: Optional[float] = None, max_size: Optional[int] 
     quality.torch_activations computes them), calibrated (needs quality: a forward pass per
     weight and method measures its slope; the default when quality is given, else
     relative). Raises ConfigError for unreachable targets."""
+    if (torch_model is None) != (sample_inputs is None):
+        raise ConfigError("plan: torch_model and sample_inputs go together")
+    if torch_model is not None:
+        if quality is not None:
+            raise ConfigError("plan: give torch_model and sample_inputs, or quality, not both")
+        from .quality import torch_check
+
+        quality, columns = torch_check(source, torch_model, sample_inputs, weight_threshold,
+                                       activations=sensitivity == "activations" and not column_weights)
+        column_weights = column_weights or columns
     targets = [t for t in (target_bpw, max_size, min_psnr) if t is not None]
     if len(targets) != 1:
         raise ConfigError("plan: give exactly one of target_bpw, max_size, min_psnr")

@@ -215,6 +215,27 @@ def torch_activations(model, inputs, consts: Sequence[str]) -> Dict[str, np.ndar
     return {c: sums[c] / max(1, counts[c]) for c in sums}
 
 
+def torch_check(source, model, inputs, weight_threshold: int = 2048, activations: bool = False):
+    """(TorchQuality, activation statistics or None) for `source` (an .mlpackage path or
+    {name: array}, read as the planner reads it) and the source torch model with sample
+    inputs: the quality check of plan(torch_model=..., sample_inputs=...) and --torch-model."""
+    if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
+        from .sources import package_sources
+
+        with package_sources(str(source), weight_threshold) as (sources, _, _, _):
+            weights = {s.name: s.read().copy() for s in sources}
+            axes = {s.name: (s.in_axis, s.out_axis) for s in sources}
+    else:
+        from .sources import array_sources
+
+        sources = array_sources(source, weight_threshold)
+        weights = {s.name: s.read() for s in sources}
+        axes = {s.name: (s.in_axis, s.out_axis) for s in sources}
+    quality = TorchQuality(model, inputs, weights, axes)
+    columns = torch_activations(model, inputs, list(weights)) if activations else None
+    return quality, columns
+
+
 def factory(spec: str) -> Callable:
     """--torch-model MODULE:FUNCTION (FUNCTION() -> (model, inputs)), or "minilm"."""
     if spec == "minilm":
