@@ -16,8 +16,8 @@ namespace {
 // prev[j-1] + cost(j, i) for m consecutive candidates j. IEEE division, addition and
 // multiplication are exact-rounded at any vector width and contraction is off, so the
 // wider copies give bit-identical values (multiversion.h).
-WP_FORCE_INLINE void candidate_costs_body(const double* cw, const double* cs, const double* cs2, const double* pv, double cw_end,
-                     double cs_end, double cs2_end, std::size_t m, double* vals) {
+WP_FORCE_INLINE void candidate_costs_body(const double* cw, const double* cs, const double* cs2, const double* pv,
+                                          double cw_end, double cs_end, double cs2_end, std::size_t m, double* vals) {
     for (std::size_t t = 0; t < m; ++t) {
         const double weight = cw_end - cw[t];
         const double sum = cs_end - cs[t];
@@ -29,7 +29,8 @@ WP_FORCE_INLINE void candidate_costs_body(const double* cw, const double* cs, co
     }
 }
 WP_MULTIVERSION_FN(void, candidate_costs,
-                   (const double* cw, const double* cs, const double* cs2, const double* pv, double cw_end, double cs_end, double cs2_end, std::size_t m, double* vals),
+                   (const double* cw, const double* cs, const double* cs2, const double* pv, double cw_end,
+                    double cs_end, double cs2_end, std::size_t m, double* vals),
                    (cw, cs, cs2, pv, cw_end, cs_end, cs2_end, m, vals),
                    candidate_costs_body(cw, cs, cs2, pv, cw_end, cs_end, cs2_end, m, vals))
 

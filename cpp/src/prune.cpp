@@ -107,20 +107,16 @@ WP_FORCE_INLINE std::size_t mask_chunk_impl(const typename K::T* w, std::size_t 
     return bad ? SIZE_MAX : count;
 }
 
-WP_FORCE_INLINE std::size_t mask_chunk_body(const std::uint16_t* w, std::size_t n, const std::uint16_t* magnitude,
-                                       const std::uint8_t* pruned, std::uint32_t cut, std::uint8_t* mask) {
-    return mask_chunk_impl<HalfBits>(w, n, magnitude, pruned, cut, mask);
-}
 WP_MULTIVERSION_FN(std::size_t, mask_chunk,
-                   (const std::uint16_t* w, std::size_t n, const std::uint16_t* magnitude, const std::uint8_t* pruned, std::uint32_t cut, std::uint8_t* mask),
-                   (w, n, magnitude, pruned, cut, mask), mask_chunk_body(w, n, magnitude, pruned, cut, mask))
-WP_FORCE_INLINE std::size_t mask_chunk_body(const float* w, std::size_t n, const float* magnitude,
-                                       const std::uint8_t* pruned, std::uint32_t cut, std::uint8_t* mask) {
-    return mask_chunk_impl<FloatBits>(w, n, magnitude, pruned, cut, mask);
-}
+                   (const std::uint16_t* w, std::size_t n, const std::uint16_t* magnitude,
+                    const std::uint8_t* pruned, std::uint32_t cut, std::uint8_t* mask),
+                   (w, n, magnitude, pruned, cut, mask),
+                   mask_chunk_impl<HalfBits>(w, n, magnitude, pruned, cut, mask))
 WP_MULTIVERSION_FN(std::size_t, mask_chunk,
-                   (const float* w, std::size_t n, const float* magnitude, const std::uint8_t* pruned, std::uint32_t cut, std::uint8_t* mask),
-                   (w, n, magnitude, pruned, cut, mask), mask_chunk_body(w, n, magnitude, pruned, cut, mask))
+                   (const float* w, std::size_t n, const float* magnitude, const std::uint8_t* pruned,
+                    std::uint32_t cut, std::uint8_t* mask),
+                   (w, n, magnitude, pruned, cut, mask),
+                   mask_chunk_impl<FloatBits>(w, n, magnitude, pruned, cut, mask))
 
 // For each mask byte, the positions of its set bits (then padding): the gather copies eight
 // candidates per byte unconditionally and advances by the byte's population.
@@ -219,8 +215,9 @@ WP_FORCE_INLINE void block_norms(const T* w, std::size_t rows, std::size_t inner
     }
 }
 
+// (bodies of their own: lambdas hold commas a macro argument cannot)
 WP_FORCE_INLINE void block_norms_of_body(const std::uint16_t* w, std::size_t rows, std::size_t inner, float* acc,
-                                    std::uint16_t* out) {
+                                         std::uint16_t* out) {
     // fp16 emulated per operation, as numpy: the bit-exact helpers (weightpress/half.h)
     block_norms(w, rows, inner, acc, out, [](std::uint16_t h) { return half_to_float_branchless(h); },
                 [](float x) { return round_half_branchless(x); },
@@ -392,20 +389,12 @@ WP_FORCE_INLINE void nm_slice_small(const Bits* w, std::size_t channel, std::siz
     }
 }
 
-WP_FORCE_INLINE void nm_slice_body(const std::uint16_t* w, std::size_t channel, std::size_t inner, int n, int m,
-                              std::uint8_t* out) {
-    nm_slice_small(w, channel, inner, n, m, out);
-}
 WP_MULTIVERSION_FN(void, nm_slice,
                    (const std::uint16_t* w, std::size_t channel, std::size_t inner, int n, int m, std::uint8_t* out),
-                   (w, channel, inner, n, m, out), nm_slice_body(w, channel, inner, n, m, out))
-WP_FORCE_INLINE void nm_slice_body(const std::uint32_t* w, std::size_t channel, std::size_t inner, int n, int m,
-                              std::uint8_t* out) {
-    nm_slice_small(w, channel, inner, n, m, out);
-}
+                   (w, channel, inner, n, m, out), nm_slice_small(w, channel, inner, n, m, out))
 WP_MULTIVERSION_FN(void, nm_slice,
                    (const std::uint32_t* w, std::size_t channel, std::size_t inner, int n, int m, std::uint8_t* out),
-                   (w, channel, inner, n, m, out), nm_slice_body(w, channel, inner, n, m, out))
+                   (w, channel, inner, n, m, out), nm_slice_small(w, channel, inner, n, m, out))
 
 // Groups larger than kSmallM: a selection per group (rare: m is 4 or 8 in practice).
 template <typename Bits>

@@ -74,21 +74,17 @@ WP_FORCE_INLINE void quantize_run_impl(const In* w, std::size_t len, float scale
     for (std::size_t i = 0; i < len; ++i) data[i] = quantize_element<T>(w[i], scale, zp, qmin, qmax);
 }
 
-WP_FORCE_INLINE void quantize_run_body(const std::uint16_t* w, std::size_t len, float scale, float zp, float qmin,
-                                  float qmax, std::uint8_t* data) {
-    quantize_run_impl<Half>(w, len, scale, zp, qmin, qmax, data);
-}
 WP_MULTIVERSION_FN(void, quantize_run,
-                   (const std::uint16_t* w, std::size_t len, float scale, float zp, float qmin, float qmax, std::uint8_t* data),
-                   (w, len, scale, zp, qmin, qmax, data), quantize_run_body(w, len, scale, zp, qmin, qmax, data))
+                   (const std::uint16_t* w, std::size_t len, float scale, float zp, float qmin, float qmax,
+                    std::uint8_t* data),
+                   (w, len, scale, zp, qmin, qmax, data),
+                   quantize_run_impl<Half>(w, len, scale, zp, qmin, qmax, data))
 
-WP_FORCE_INLINE void quantize_run_body(const float* w, std::size_t len, float scale, float zp, float qmin, float qmax,
-                                  std::uint8_t* data) {
-    quantize_run_impl<Single>(w, len, scale, zp, qmin, qmax, data);
-}
 WP_MULTIVERSION_FN(void, quantize_run,
-                   (const float* w, std::size_t len, float scale, float zp, float qmin, float qmax, std::uint8_t* data),
-                   (w, len, scale, zp, qmin, qmax, data), quantize_run_body(w, len, scale, zp, qmin, qmax, data))
+                   (const float* w, std::size_t len, float scale, float zp, float qmin, float qmax,
+                    std::uint8_t* data),
+                   (w, len, scale, zp, qmin, qmax, data),
+                   quantize_run_impl<Single>(w, len, scale, zp, qmin, qmax, data))
 
 // Visits the elements of block `b` as runs of contiguous memory: f(offset, length).
 template <typename F>
@@ -221,14 +217,12 @@ WP_FORCE_INLINE Extrema<K> extrema_impl(const In* w, std::size_t n) {
     return e;
 }
 
-WP_FORCE_INLINE Extrema<HalfKeys> extrema_of_body(const std::uint16_t* w, std::size_t n) {
-    return extrema_impl<HalfKeys>(w, n);
-}
 WP_MULTIVERSION_FN(Extrema<HalfKeys>, extrema_of,
                    (const std::uint16_t* w, std::size_t n),
-                   (w, n), extrema_of_body(w, n))
-WP_FORCE_INLINE Extrema<FloatKeys> extrema_of_body(const float* w, std::size_t n) { return extrema_impl<FloatKeys>(w, n); }
-WP_MULTIVERSION_FN(Extrema<FloatKeys>, extrema_of, (const float* w, std::size_t n), (w, n), extrema_of_body(w, n))
+                   (w, n), extrema_impl<HalfKeys>(w, n))
+WP_MULTIVERSION_FN(Extrema<FloatKeys>, extrema_of,
+                   (const float* w, std::size_t n),
+                   (w, n), extrema_impl<FloatKeys>(w, n))
 
 [[noreturn]] void throw_nonfinite() { throw NonFiniteInput("quantize: weight contains NaN or Inf"); }
 
@@ -368,22 +362,16 @@ WP_FORCE_INLINE bool short_blocks_impl(const In* w, std::size_t len, std::size_t
     return true;
 }
 
-WP_FORCE_INLINE bool short_blocks_body(const std::uint16_t* w, std::size_t len, std::size_t count, const Mode& m,
-                                  ChunkScratch& sc, std::uint16_t* scale_out, std::uint8_t* zp_out, std::uint8_t* out) {
-    return short_blocks_impl<Half>(w, len, count, m, sc, scale_out, zp_out, out);
-}
 WP_MULTIVERSION_FN(bool, short_blocks,
-                   (const std::uint16_t* w, std::size_t len, std::size_t count, const Mode& m, ChunkScratch& sc, std::uint16_t* scale_out, std::uint8_t* zp_out, std::uint8_t* out),
+                   (const std::uint16_t* w, std::size_t len, std::size_t count, const Mode& m, ChunkScratch& sc,
+                    std::uint16_t* scale_out, std::uint8_t* zp_out, std::uint8_t* out),
                    (w, len, count, m, sc, scale_out, zp_out, out),
-                   short_blocks_body(w, len, count, m, sc, scale_out, zp_out, out))
-WP_FORCE_INLINE bool short_blocks_body(const float* w, std::size_t len, std::size_t count, const Mode& m, ChunkScratch& sc,
-                                  float* scale_out, std::uint8_t* zp_out, std::uint8_t* out) {
-    return short_blocks_impl<Single>(w, len, count, m, sc, scale_out, zp_out, out);
-}
+                   short_blocks_impl<Half>(w, len, count, m, sc, scale_out, zp_out, out))
 WP_MULTIVERSION_FN(bool, short_blocks,
-                   (const float* w, std::size_t len, std::size_t count, const Mode& m, ChunkScratch& sc, float* scale_out, std::uint8_t* zp_out, std::uint8_t* out),
+                   (const float* w, std::size_t len, std::size_t count, const Mode& m, ChunkScratch& sc,
+                    float* scale_out, std::uint8_t* zp_out, std::uint8_t* out),
                    (w, len, count, m, sc, scale_out, zp_out, out),
-                   short_blocks_body(w, len, count, m, sc, scale_out, zp_out, out))
+                   short_blocks_impl<Single>(w, len, count, m, sc, scale_out, zp_out, out))
 
 // Elements per work item: short blocks are grouped into chunks of about this many elements,
 // long blocks cut into pieces of exactly this many (a multiple of 8, so that every piece of
