@@ -542,10 +542,8 @@ namespace {
 // order they are added in do not depend on the thread count.
 constexpr std::size_t kSseRowsPerChunk = 64;
 
-inline float to_float(std::uint16_t h) { return half_to_float_branchless(h); }
-inline float to_float(float v) { return v; }
-
-template <typename Weight, typename Scale, typename Dequantize>
+// T: the weight's dtype (Half or Single above), for loading the weight.
+template <typename T, typename Weight, typename Scale, typename Dequantize>
 double quantize_sse_impl(const Weight* weight, const QuantizeSpec& spec, const std::uint8_t* data, bool packed,
                          const Scale* scale, const std::uint8_t* zero_point, int threads, Dequantize dequantize) {
     const int r = spec.rank;
@@ -603,11 +601,11 @@ double quantize_sse_impl(const Weight* weight, const QuantizeSpec& spec, const s
                 std::size_t c = 0;
                 for (; c + 8 <= col_block; c += 8)
                     for (int j = 0; j < 8; ++j) {
-                        const double d = dequantize(s, q[c + j]) - static_cast<double>(to_float(weight[at + c + j]));
+                        const double d = dequantize(s, q[c + j]) - static_cast<double>(T::load(weight[at + c + j]));
                         lane[j] += d * d;
                     }
                 for (; c < col_block; ++c) {
-                    const double d = dequantize(s, q[c]) - static_cast<double>(to_float(weight[at + c]));
+                    const double d = dequantize(s, q[c]) - static_cast<double>(T::load(weight[at + c]));
                     lane[0] += d * d;
                 }
                 for (double v : lane) sum += v;
@@ -626,15 +624,15 @@ double quantize_sse_f16(const std::uint16_t* weight, const QuantizeSpec& spec, c
                         const std::uint16_t* scale, const std::uint8_t* zero_point, int threads) {
     // scale * (q - z) in half arithmetic: q - z is an integer below 2^10 (exact), the product
     // of an 11-bit and a 10-bit significand is exact in float, rounded to half once.
-    return quantize_sse_impl(weight, spec, data, packed, scale, zero_point, threads, [](std::uint16_t s, int d) {
-        return static_cast<double>(round_half_branchless(half_to_float_branchless(s) * static_cast<float>(d)));
+    return quantize_sse_impl<Half>(weight, spec, data, packed, scale, zero_point, threads, [](std::uint16_t s, int d) {
+        return static_cast<double>(round_half_branchless(Half::load(s) * static_cast<float>(d)));
     });
 }
 
 double quantize_sse_f32(const float* weight, const QuantizeSpec& spec, const std::uint8_t* data, bool packed,
                         const float* scale, const std::uint8_t* zero_point, int threads) {
-    return quantize_sse_impl(weight, spec, data, packed, scale, zero_point, threads,
-                             [](float s, int d) { return static_cast<double>(s * static_cast<float>(d)); });
+    return quantize_sse_impl<Single>(weight, spec, data, packed, scale, zero_point, threads,
+                                     [](float s, int d) { return static_cast<double>(s * static_cast<float>(d)); });
 }
 
 }  // namespace weightpress

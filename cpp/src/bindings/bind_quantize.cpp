@@ -84,7 +84,8 @@ void register_quantize(py::module_& m) {
         "quantize_sse",
         [](py::array weight, std::vector<std::int64_t> block, int nbits, bool is_signed, py::array data, bool packed,
            py::array scale, std::optional<py::array> zero_point, int threads) -> double {
-            const QuantizeSpec spec = spec_of(weight, block, nbits, is_signed, true, "quantize_sse");
+            // (the mode does not enter the error: scale and zero point are given)
+            const QuantizeSpec spec = spec_of(weight, block, nbits, is_signed, /*symmetric=*/true, "quantize_sse");
             std::size_t count = 1, blocks = 1;
             for (int a = 0; a < spec.rank; ++a) {
                 count *= static_cast<std::size_t>(spec.shape[a]);
