@@ -87,6 +87,10 @@ def test_options_parse_and_refuse_unknown():
     for bad in ("palettize:5", "quantize:int3", "frobnicate:1", "granularity:per_grouped_channel:0", ""):
         with pytest.raises(ConfigError):
             parse_options(bad)
+    # recipe labels pass the same checks
+    for bad in ("palettize:5", "palettize:4/g0", "quantize:int4/b0", "quantize:int3", "palettize:x", 5):
+        with pytest.raises(ConfigError, match="unknown option"):
+            Option.from_label(bad)
 
 
 def test_errors_are_the_kernels_sse():

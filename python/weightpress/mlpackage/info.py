@@ -22,7 +22,7 @@ import numpy as np
 
 from . import values as V
 from .package import TARGET_NAMES, function_order, read_package
-from .select import Graph, op_name
+from .select import Graph, all_ops, op_name
 from .weight_file import WeightFileReader
 
 # coremltools' names for the op replacing const C: C_palettized, C_quantized, C_sparsified, C_palettized_pcs
@@ -148,7 +148,7 @@ class _Survey:
 
     def __init__(self, function, block, reader, threshold, stats):
         self.function, self.reader, self.threshold, self.stats = function, reader, threshold, stats
-        self.ops = list(_ops(block))
+        self.ops = list(all_ops(block))
         self.graph = Graph(block)
         self.producer = {o.name: op for op in self.ops for o in op.outputs}
 
@@ -349,13 +349,6 @@ class _Survey:
 
 def out_name(op) -> str:
     return op.outputs[0].name
-
-
-def _ops(block):
-    for op in block.operations:
-        for inner in op.blocks:
-            yield from _ops(inner)
-        yield op
 
 
 __all__ = ["PackageInfo", "Part", "WeightInfo", "package_info"]

@@ -18,6 +18,14 @@ from ..config import MethodConfig, OpConfig, PalettizeConfig, QuantizeConfig
 from ..errors import ConfigError, PackageError
 
 
+def all_ops(block):
+    """Every op of a block, nested blocks' ops before the op that holds them."""
+    for op in block.operations:
+        for inner in op.blocks:
+            yield from all_ops(inner)
+        yield op
+
+
 @dataclass
 class Consumer:
     op: object  # MIL_pb2.Operation

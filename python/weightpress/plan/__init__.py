@@ -20,6 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from ..errors import ConfigError
+from ..mlpackage import values as V
 from .analysis import SENSITIVITIES, Candidate, WeightAnalysis, analyse, weigh
 from .options import DEFAULT_OPTIONS, Option, parse_options
 from .recipe import Choice, Recipe, fingerprint, from_mbp
@@ -37,6 +38,50 @@ class CurvePoint:
 
 
 @dataclass
+class _Solver:
+    """What turns a budget into a recipe: the measured options of every weight."""
+
+    analyses: List[WeightAnalysis]
+    items: List[Item]
+    aliases: Dict[str, List[str]]  # source name -> every const name that uses it
+    elements: int
+    fixed_bytes: int
+    path: str
+    model_fingerprint: str
+    sensitivity: str
+
+    @property
+    def smallest(self) -> int:
+        return sum(min(b for b, _ in it.options) for it in self.items)
+
+    @property
+    def largest(self) -> int:
+        return sum(max(b for b, _ in it.options) for it in self.items)
+
+    def recipe(self, budget: int, target: Dict[str, float]) -> Recipe:
+        chosen = [a.candidates[i] for a, i in zip(self.analyses, solve(self.items, budget))]
+        weights = {name: Choice(c.option, a.shape, a.dtype, c.bytes.total, c.error)
+                   for a, c in zip(self.analyses, chosen) for name in self.aliases[a.name]}
+        total = sum(c.bytes.total for c in chosen)
+        predicted = {"bytes": total, "bits_per_weight": 8.0 * total / self.elements,
+                     "error": sum(c.error for c in chosen),
+                     "weight_file_bytes": self.fixed_bytes + sum(c.bytes.blob_bytes for c in chosen)}
+        return Recipe(weights, self.path, self.model_fingerprint, target, predicted, self.sensitivity)
+
+    def recipe_for(self, target_bpw: Optional[float], max_size: Optional[int]) -> Recipe:
+        smallest, largest, n = self.smallest, self.largest, self.elements
+        if target_bpw is not None:
+            budget = int(target_bpw * n / 8)
+            _reachable(budget, smallest, largest, f"{target_bpw} bits per weight", 8.0 * smallest / n,
+                       8.0 * largest / n, "bits per weight")
+            return self.recipe(budget, {"bits_per_weight": target_bpw})
+        budget = int(max_size) - self.fixed_bytes
+        _reachable(budget, smallest, largest + 1, f"{max_size} bytes", smallest + self.fixed_bytes,
+                   largest + self.fixed_bytes, "bytes")
+        return self.recipe(budget, {"max_size": int(max_size)})
+
+
+@dataclass
 class Plan:
     analyses: List[WeightAnalysis]
     recipe: Recipe
@@ -45,20 +90,19 @@ class Plan:
     fixed_bytes: int  # weight.bin bytes of everything not planned (package sources)
     seconds: float
     quality: Dict[str, float] = field(default_factory=dict)  # the chosen recipe's, when checked
-    _solve: Optional[Callable] = field(default=None, repr=False)
+    _solver: Optional[_Solver] = field(default=None, repr=False)
 
     def recipe_for(self, *, target_bpw: Optional[float] = None, max_size: Optional[int] = None) -> Recipe:
         """Another recipe from the same analysis (no weight is measured again): the least
         error at target_bpw bits per planned weight, or within max_size bytes of weight.bin."""
         if (target_bpw is None) == (max_size is None):
             raise ConfigError("recipe_for: give exactly one of target_bpw, max_size")
-        if target_bpw is not None:
-            return self._solve(int(target_bpw * self.elements / 8), {"bits_per_weight": target_bpw})
-        return self._solve(int(max_size) - self.fixed_bytes, {"max_size": int(max_size)})
+        return self._solver.recipe_for(target_bpw, max_size)
 
     @property
     def bytes(self) -> int:
-        return sum(c.bytes for c in self.recipe.weights.values())
+        """The planned bytes (a blob several functions share counted once)."""
+        return int(self.recipe.predicted["bytes"])
 
     @property
     def bits_per_weight(self) -> float:
@@ -135,7 +179,7 @@ def plan(source, *, target_bpw: Optional[float] = None, max_size: Optional[int] 
         sources = array_sources(source, weight_threshold)
         aliases = {s.name: [s.name] for s in sources}
         fixed, path = 0, ""
-        shapes = {s.name: (s.shape, "float16" if s.dtype_code == 10 else "float32") for s in sources}
+        shapes = {s.name: (s.shape, V.TYPES[s.dtype_code][0]) for s in sources}
         analyses = _analyse_all(sources, candidates, column_weights, progress)
     if not analyses:
         raise ConfigError(f"plan: no weight to plan (none with more than {weight_threshold} elements)")
@@ -145,51 +189,23 @@ def plan(source, *, target_bpw: Optional[float] = None, max_size: Optional[int] 
 
         coefficients = calibrate(quality, analyses, progress)
     weigh(analyses, sensitivity, coefficients)
-    elements = sum(a.elements for a in analyses)
-    items = [Item(tuple((c.bytes.total, c.error) for c in a.candidates)) for a in analyses]
-    smallest = sum(min(b for b, _ in it.options) for it in items)
-    largest = sum(max(b for b, _ in it.options) for it in items)
-    model_fp = fingerprint((n, shape, dtype) for n, (shape, dtype) in shapes.items())
-
-    def recipe_at(budget, target):
-        return _recipe_for(analyses, items, aliases, budget, target, elements, fixed, path, model_fp, sensitivity)
-
+    solver = _Solver(analyses, [Item(tuple((c.bytes.total, c.error) for c in a.candidates)) for a in analyses],
+                     aliases, sum(a.elements for a in analyses), fixed, path,
+                     fingerprint((n, shape, dtype) for n, (shape, dtype) in shapes.items()), sensitivity)
+    points = max(2, curve_points)
     curve = []
-    for k in range(max(2, curve_points)):
-        budget = smallest + (largest - smallest) * k // (max(2, curve_points) - 1)
-        r = recipe_at(budget, {"bytes": budget})
+    for k in range(points):
+        budget = solver.smallest + (solver.largest - solver.smallest) * k // (points - 1)
+        r = solver.recipe(budget, {"bytes": budget})
         curve.append(CurvePoint(r.predicted["bits_per_weight"], int(r.predicted["bytes"]), r.predicted["error"], r))
     measured = {}
-    if target_bpw is not None:
-        budget = int(target_bpw * elements / 8)
-        _reachable(budget, smallest, largest, f"{target_bpw} bits per weight", 8.0 * smallest / elements,
-                   8.0 * largest / elements, "bits per weight")
-        recipe = recipe_at(budget, {"bits_per_weight": target_bpw})
-    elif max_size is not None:
-        budget = int(max_size) - fixed
-        _reachable(budget, smallest, largest + 1, f"{max_size} bytes", smallest + fixed, largest + fixed, "bytes")
-        recipe = recipe_at(budget, {"max_size": int(max_size)})
-    else:
+    if min_psnr is not None:
         recipe, measured = _bisect(curve, quality, min_psnr)
+    else:
+        recipe = solver.recipe_for(target_bpw, max_size)
     if quality is not None and not measured:
         measured = quality(recipe)
-    return Plan(analyses, recipe, curve, elements, fixed, time.perf_counter() - start, measured,
-                _solve=lambda budget, target: (_reachable(budget, smallest, largest + 1, str(target), smallest,
-                                                          largest, "bytes"), recipe_at(budget, target))[1])
-
-
-def _recipe_for(analyses, items, aliases, budget, target, elements, fixed, path, model_fp, sensitivity) -> Recipe:
-    chosen = solve(items, budget)
-    weights = {}
-    for a, idx in zip(analyses, chosen):
-        c = a.candidates[idx]
-        for name in aliases[a.name]:
-            weights[name] = Choice(c.option, a.shape, a.dtype, c.bytes.total, c.error)
-    total = sum(a.candidates[i].bytes.total for a, i in zip(analyses, chosen))
-    predicted = {"bytes": total, "bits_per_weight": 8.0 * total / elements,
-                 "error": sum(a.candidates[i].error for a, i in zip(analyses, chosen)),
-                 "weight_file_bytes": fixed + sum(a.candidates[i].bytes.blob_bytes for a, i in zip(analyses, chosen))}
-    return Recipe(weights, path, model_fp, target, predicted, sensitivity)
+    return Plan(analyses, recipe, curve, solver.elements, fixed, time.perf_counter() - start, measured, solver)
 
 
 def _reachable(budget, smallest, largest, asked, low, high, unit):

@@ -95,10 +95,19 @@ def option_sizes(option: Option, shape, in_axis, out_axis):
     return sizes
 
 
+def lut_grouping(option: Option, sizes, shape, out_axis) -> Tuple[int, int]:
+    """(axis, channels per LUT) of a palettization option as compress groups it; (0, 0) for
+    one LUT per tensor (the key its SSE curve is stored under)."""
+    from ..mlpackage.select import palettize_axis
+
+    if option.granularity != "per_grouped_channel":
+        return 0, 0
+    return palettize_axis(sizes, shape, out_axis if out_axis is not None else 0)
+
+
 def analyse(source: WeightSource, options: Iterable[Option], spec_version: int = 9) -> WeightAnalysis:
     """Every applicable option of one weight with its bytes and SSE."""
     from ..api import quantize
-    from ..mlpackage.select import palettize_axis
     from ..palettize import sse_curve
 
     w = source.read()
@@ -111,9 +120,7 @@ def analyse(source: WeightSource, options: Iterable[Option], spec_version: int =
     by_grouping: Dict[Tuple[int, int], List[Option]] = {}
     for o, sizes in planned:
         if sizes is not None and o.method == "palettize":
-            axis, group = palettize_axis(sizes, source.shape, source.out_axis if source.out_axis is not None else 0)
-            key = (axis, group) if o.granularity == "per_grouped_channel" else (0, 0)
-            by_grouping.setdefault(key, []).append(o)
+            by_grouping.setdefault(lut_grouping(o, sizes, source.shape, source.out_axis), []).append(o)
     sse_by_width = {}
     for (axis, group), opts in by_grouping.items():
         widths = sorted({o.nbits for o in opts})
@@ -131,9 +138,7 @@ def analyse(source: WeightSource, options: Iterable[Option], spec_version: int =
         if o.method == "keep":
             sse = 0.0
         elif o.method == "palettize":
-            axis, group = palettize_axis(sizes, source.shape, source.out_axis if source.out_axis is not None else 0)
-            key = (axis, group) if o.granularity == "per_grouped_channel" else (0, 0)
-            sse = sse_by_width[key + (o.nbits,)]
+            sse = sse_by_width[lut_grouping(o, sizes, source.shape, source.out_axis) + (o.nbits,)]
         else:
             r = quantize(w, o.dtype, granularity="per_block", block_size=tuple(sizes))
             sse = float(r.sse) if source.column_weights is None else _weighted_sse(w, r.decompress(), source)
@@ -173,13 +178,12 @@ def _activation_errors(w, source, analysis):
     """The activation-weighted SSE of each palettization as compress computes it (unweighted
     k-means, then weighted error): the weights are clustered for real here."""
     from ..api import palettize
-    from ..mlpackage.select import palettize_axis
 
     for c in analysis.candidates:
         if c.option.method != "palettize":
             continue
         sizes = option_sizes(c.option, source.shape, source.in_axis, source.out_axis)
-        axis, group = palettize_axis(sizes, source.shape, source.out_axis if source.out_axis is not None else 0)
+        axis, group = lut_grouping(c.option, sizes, source.shape, source.out_axis)
         r = palettize(w, c.option.nbits, granularity="per_grouped_channel", group_size=group, channel_axis=axis)
         c.sse = _weighted_sse(w, r.decompress(), source)
     analysis.energy = float(np.sum(w.astype(np.float64) ** 2 * _column_scale(source, w.shape)))

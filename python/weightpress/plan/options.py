@@ -64,21 +64,18 @@ class Option:
         if text == "keep":
             return cls("keep")
         method, _, rest = text.partition(":")
-        try:
+        try:  # the same checks as the --options language
             if method == "palettize":
                 bits, _, group = rest.partition("/g")
                 if group:
-                    return cls("palettize", int(bits), "per_grouped_channel", int(group))
-                return cls("palettize", int(bits), "per_tensor")
+                    return cls("palettize", _bits(bits), "per_grouped_channel", _positive(group, "group size"))
+                return cls("palettize", _bits(bits), "per_tensor")
             if method == "quantize":
                 dtype, _, block = rest.partition("/b")
-                bits = 4 if "4" in dtype else 8
-                if dtype not in QUANTIZE_DTYPES:
-                    raise ValueError
                 if block:
-                    return cls("quantize", bits, "per_block", int(block), dtype)
-                return cls("quantize", bits, "per_channel", 0, dtype)
-        except ValueError:
+                    return cls("quantize", _quantize_bits(dtype), "per_block", _positive(block, "block size"), dtype)
+                return cls("quantize", _quantize_bits(dtype), "per_channel", 0, dtype)
+        except ConfigError:
             pass
         raise ConfigError(f"unknown option {label!r} (expected e.g. palettize:4, palettize:4/g16, quantize:int8, "
                           "quantize:int4/b32, keep)")
@@ -105,9 +102,7 @@ def parse_options(text: str = DEFAULT_OPTIONS) -> List[Option]:
     options = [Option("palettize", b, g, n) for b in bits for g, n in granularities]
     for item in clauses.get("quantize", []):
         dtype, _, block = item.partition("/")
-        if dtype not in QUANTIZE_DTYPES:
-            raise ConfigError(f"--options: unknown quantize dtype {dtype!r} ({', '.join(QUANTIZE_DTYPES)})")
-        nbits = 4 if "4" in dtype else 8
+        nbits = _quantize_bits(dtype)
         if block or nbits == 4:
             options.append(Option("quantize", nbits, "per_block", _positive(block.lstrip("b") or "32", "block size"),
                                   dtype))
@@ -132,6 +127,12 @@ def _clauses(text):
             raise ConfigError(f"--options: unknown clause {name!r} (palettize, granularity, quantize, keep)")
         out[name] = [v.strip() for v in values.split(",") if v.strip()]
     return out
+
+
+def _quantize_bits(dtype):
+    if dtype not in QUANTIZE_DTYPES:
+        raise ConfigError(f"--options: unknown quantize dtype {dtype!r} ({', '.join(QUANTIZE_DTYPES)})")
+    return 4 if "4" in dtype else 8
 
 
 def _bits(text):

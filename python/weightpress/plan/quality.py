@@ -77,8 +77,7 @@ def compare(reference: np.ndarray, output: np.ndarray) -> Dict[str, float]:
 def decompressed(recipe, weights: Dict[str, np.ndarray], axes: Dict[str, tuple]) -> Dict[str, np.ndarray]:
     """What the recipe stores for every planned weight, decompressed (float arrays)."""
     from ..api import palettize, quantize
-    from ..mlpackage.select import palettize_axis
-    from .analysis import option_sizes
+    from .analysis import lut_grouping, option_sizes
 
     out = {}
     for name, choice in recipe.weights.items():
@@ -88,7 +87,7 @@ def decompressed(recipe, weights: Dict[str, np.ndarray], axes: Dict[str, tuple])
         in_axis, out_axis = axes.get(name, (1, 0))
         sizes = option_sizes(choice.option, w.shape, in_axis, out_axis)
         if choice.option.method == "palettize":
-            axis, group = palettize_axis(sizes, w.shape, out_axis if out_axis is not None else 0)
+            axis, group = lut_grouping(choice.option, sizes, w.shape, out_axis)
             r = palettize(w, choice.option.nbits, granularity="per_grouped_channel", group_size=group,
                           channel_axis=axis)
         else:

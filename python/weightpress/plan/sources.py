@@ -19,7 +19,7 @@ def package_sources(path: str, weight_threshold: int):
     bytes of everything else, and name -> (shape, dtype) of the sources. In a multifunction
     package a const is named "function::const"; a blob two functions share is one source."""
     from ..mlpackage.package import function_order, read_package
-    from ..mlpackage.select import Graph, io_axes
+    from ..mlpackage.select import Graph, all_ops, io_axes
     from ..mlpackage.weight_file import HEADER_SIZE, WeightFileReader
     from .sizes import footprint
     from .options import Option
@@ -35,7 +35,7 @@ def package_sources(path: str, weight_threshold: int):
             function = spec.mlProgram.functions[fname]
             block = function.block_specializations[function.opset]
             graph = Graph(block)
-            for op in _ops(block):
+            for op in all_ops(block):
                 if op.type != "const":
                     continue
                 val = op.attributes["val"]
@@ -72,13 +72,6 @@ def _reader_of(reader, val):
         return V.read_value(val, reader).data
 
     return read
-
-
-def _ops(block):
-    for op in block.operations:
-        for inner in op.blocks:
-            yield from _ops(inner)
-        yield op
 
 
 def array_sources(arrays: Dict[str, object], weight_threshold: int) -> List[WeightSource]:
