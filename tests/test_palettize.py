@@ -403,6 +403,18 @@ def test_single_nonfinite_value_is_refused_with_its_index(dtype, bad):
             wp.palettize(w, 2, **kwargs)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_sse_curve_refuses_a_nonfinite_value_with_its_index(dtype, bad):
+    # found by the kernel while collecting values (small and large groups, every width path)
+    for shape in ((64, 64), (4, 8192)):
+        w = np.ones(shape, dtype)
+        w.reshape(-1)[2577] = bad
+        for kwargs in (dict(), dict(granularity="per_grouped_channel", group_size=2), dict(nbits=[2, 3])):
+            with pytest.raises(ValueError, match=r"sse_curve: weight contains .* at flat index 2577"):
+                wp.sse_curve(w, 3, **kwargs)
+
+
 def test_sse_curve_bad_input():
     w = np.ones((16, 8), np.float16)
     with pytest.raises(ValueError, match="sse_curve: max_nbits must be in 1..8, got 9"):

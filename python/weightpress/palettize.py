@@ -281,7 +281,8 @@ def sse_curve(
     if isinstance(max_nbits, bool) or max_nbits not in range(1, 9):
         raise ValueError(f"sse_curve: max_nbits must be in 1..8, got {max_nbits}")
     _check_grouping(granularity, group_size, "sse_curve")
-    w = as_weight(weight, "sse_curve", min_rank=2 if granularity == "per_grouped_channel" else 1)
+    # the kernel refuses NaN/Inf while collecting each group's values (kernel_call names it)
+    w = as_weight(weight, "sse_curve", min_rank=2 if granularity == "per_grouped_channel" else 1, finite=False)
     axis = normalize_axis(channel_axis, w.ndim, "sse_curve")
     importance = as_sample_weight(sample_weight, w, "sse_curve") if sample_weight is not None else None
     groups, _ = _grouping(w, granularity, group_size, axis, 1, "sse_curve")
@@ -294,5 +295,6 @@ def sse_curve(
         if not widths or any(b not in range(1, max_nbits + 1) for b in widths):
             raise ValueError(f"sse_curve: nbits must be widths in 1..max_nbits={max_nbits}, got {list(nbits)}")
         ks = [1 << b for b in widths]
-    curve = _core.sse_curve(data, imp, 1 << max_nbits, threads_arg(num_threads, "sse_curve"), ks)
+    threads = threads_arg(num_threads, "sse_curve")
+    curve = kernel_call(lambda: _core.sse_curve(data, imp, 1 << max_nbits, threads, ks), w, "sse_curve")
     return curve if per_group else curve.sum(axis=0)
