@@ -73,9 +73,6 @@ def minilm(workdir: str) -> None:
     per_tensor = plan(path, target_bpw=4, options=pt_options)
     elements = default.elements
 
-    def recipe_of(choices):
-        return Recipe(choices)
-
     def uniform(label):
         choices = {}
         for a in default.analyses:
@@ -83,7 +80,7 @@ def minilm(workdir: str) -> None:
             if c is None:  # not applicable to this weight: left fp16, as compress would
                 c = next(c for c in a.candidates if c.option.method == "keep")
             choices[a.name] = Choice(c.option, a.shape, a.dtype, c.bytes.total, c.error)
-        return recipe_of(choices)
+        return Recipe(choices)
 
     def size(recipe):
         return sum(c.bytes for c in recipe.weights.values())
@@ -97,7 +94,7 @@ def minilm(workdir: str) -> None:
             c = next((c for c in a.candidates if c.option.label == f"palettize:{b}"), None)
             if c is None:
                 continue
-            one = recipe_of({a.name: Choice(c.option, a.shape, a.dtype, c.bytes.total, 0.0)})
+            one = Recipe({a.name: Choice(c.option, a.shape, a.dtype, c.bytes.total, 0.0)})
             table[(a.name, b)] = (calib(one)["psnr"], c)
     analysis_seconds = time.perf_counter() - t
     passes = calib.calls - calibration_passes
@@ -113,7 +110,7 @@ def minilm(workdir: str) -> None:
             if pick is None:
                 pick = next(c for c in a.candidates if c.option.method == "keep")
             choices[name] = Choice(pick.option, a.shape, a.dtype, pick.bytes.total, 0.0)
-        return recipe_of(choices)
+        return Recipe(choices)
 
     thresholds = sorted({p for p, _ in table.values()})
 

@@ -124,3 +124,24 @@ def program_signature(mlmodel):
         attrs = tuple(sorted((k, v.type.tensorType.dataType) for k, v in op.attributes.items()))
         signature.append((op.type, outputs, tuple(sorted(inputs.items())), attrs))
     return signature
+
+
+def multifunction_package(ct, directory, functions):
+    """A package built by coremltools' save_multifunction from mixed_model programs:
+    functions = [(function name, seed)], the first the default. Each seed's model is saved once,
+    so functions of one seed share its weight blobs. Returns (path, {seed: source package})."""
+    import os
+
+    from coremltools.models.utils import MultiFunctionDescriptor, save_multifunction
+
+    sources = {}
+    desc = MultiFunctionDescriptor()
+    for name, seed in functions:
+        if seed not in sources:
+            sources[seed] = os.path.join(str(directory), f"source-{seed}.mlpackage")
+            mixed_model(ct.target.iOS18, seed=seed).save(sources[seed])
+        desc.add_function(sources[seed], src_function_name="main", target_function_name=name)
+    desc.default_function_name = functions[0][0]
+    path = os.path.join(str(directory), "multi.mlpackage")
+    save_multifunction(desc, path)
+    return path, sources

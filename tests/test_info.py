@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from coreml_oracle import mixed_model
+from coreml_oracle import mixed_model, multifunction_package
 from weightpress.config import Config, MagnitudePruneConfig, PalettizeConfig, QuantizeConfig
 from weightpress.job import compress_model
 from weightpress.mlpackage.info import package_info
@@ -118,20 +118,10 @@ def test_compressed_weights_report_how_they_were_compressed(ct, dense, tmp_path,
 
 
 def test_multifunction_packages_list_each_function(ct, tmp_path):
-    from coremltools.models.utils import MultiFunctionDescriptor, save_multifunction
-
-    one, two = str(tmp_path / "one.mlpackage"), str(tmp_path / "two.mlpackage")
-    mixed_model(ct.target.iOS18).save(one)
-    mixed_model(ct.target.iOS18, seed=1).save(two)
-    desc = MultiFunctionDescriptor()
-    desc.add_function(one, src_function_name="main", target_function_name="a")
-    desc.add_function(two, src_function_name="main", target_function_name="b")
-    desc.default_function_name = "a"
-    path = str(tmp_path / "multi.mlpackage")
-    save_multifunction(desc, path)
+    path, sources = multifunction_package(ct, tmp_path, [("a", 0), ("b", 1)])
     info = package_info(path)
     assert info.functions == ["a", "b"]
-    single = package_info(one).weights
+    single = package_info(sources[0]).weights
     for function in ("a", "b"):
         mine = [w for w in info.weights if w.function == function]
         assert [(w.name, w.shape) for w in mine] == [(w.name, w.shape) for w in single]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import weightpress.coreml as wpc
-from coreml_oracle import decompressed_weights, linear_model, mixed_model, program_signature
+from coreml_oracle import decompressed_weights, linear_model, mixed_model, multifunction_package, program_signature
 from weightpress.config import MagnitudePruneConfig, PalettizeConfig, QuantizeConfig
 from weightpress.errors import ConfigError, MemoryBudgetError, PackageError, WeightFileError
 from weightpress.job import compress_model
@@ -291,20 +291,8 @@ def test_joint_is_not_streamed(ct, sources, tmp_path):
 def multifunction(ct, tmp_path_factory):
     """A package built by save_multifunction: functions a and b from the same model (they share
     every weight blob), c from another model (it shares only the bias)."""
-    from coremltools.models.utils import MultiFunctionDescriptor, save_multifunction
-
-    base = tmp_path_factory.mktemp("multi")
-    one, two = str(base / "one.mlpackage"), str(base / "two.mlpackage")
-    mixed_model(ct.target.iOS18).save(one)
-    mixed_model(ct.target.iOS18, seed=1).save(two)
-    desc = MultiFunctionDescriptor()
-    desc.add_function(one, src_function_name="main", target_function_name="a")
-    desc.add_function(one, src_function_name="main", target_function_name="b")
-    desc.add_function(two, src_function_name="main", target_function_name="c")
-    desc.default_function_name = "a"
-    path = str(base / "multi.mlpackage")
-    save_multifunction(desc, path)
-    return dict(path=path, one=one, two=two)
+    path, sources = multifunction_package(ct, tmp_path_factory.mktemp("multi"), [("a", 0), ("b", 0), ("c", 1)])
+    return dict(path=path, one=sources[0], two=sources[1])
 
 
 def _decoded(path):

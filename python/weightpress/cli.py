@@ -23,21 +23,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="weightpress", description="Fast, exact weight compression for Core ML")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="MiniLM compressed by weightpress and coremltools side by side")
-    demo.add_arguments(p)
-    p.set_defaults(func=demo.run)
-    p = sub.add_parser("compress", help="compress the weights of an .mlpackage")
-    compress.add_arguments(p)
-    p.set_defaults(func=compress.run)
-    p = sub.add_parser("run", help="run a Python script or module with weightpress's kernels inside coremltools",
-                       description="weightpress run [--] [python] SCRIPT.py ARGS... | weightpress run -m MODULE ARGS...")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="the script (or -m MODULE) and its arguments")
-    p = sub.add_parser("plan", help="the best mix of methods and bit widths for a size budget (a recipe)")
-    plan.add_arguments(p)
-    p.set_defaults(func=plan.run)
-    p = sub.add_parser("info", help="what an .mlpackage holds, weight by weight")
-    info.add_arguments(p)
-    p.set_defaults(func=info.run)
+    commands = [("demo", demo, "MiniLM compressed by weightpress and coremltools side by side"),
+                ("compress", compress, "compress the weights of an .mlpackage"),
+                ("run", None, "run a Python script or module with weightpress's kernels inside coremltools"),
+                ("plan", plan, "the best mix of methods and bit widths for a size budget (a recipe)"),
+                ("info", info, "what an .mlpackage holds, weight by weight")]
+    for name, module, text in commands:
+        if module is None:  # run: everything after it belongs to the script (main() handles it)
+            p = sub.add_parser(name, help=text, description="weightpress run [--] [python] SCRIPT.py ARGS... | "
+                                                            "weightpress run -m MODULE ARGS...")
+            p.add_argument("command", nargs=argparse.REMAINDER, help="the script (or -m MODULE) and its arguments")
+            continue
+        p = sub.add_parser(name, help=text)
+        module.add_arguments(p)
+        p.set_defaults(func=module.run)
     return parser
 
 
