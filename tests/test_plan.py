@@ -513,6 +513,7 @@ def test_cli_torch_check_on_minilm(minilm_package, tmp_path):
     out = tmp_path / "r.json"
     r = run_cli("plan", minilm_package, "--target-bpw", 4, "--torch-model", "minilm", "-o", out)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stderr.splitlines() == [f"wrote {out}"]  # nothing from torch, coremltools or tokenizers
     psnr = float(r.stdout.split("torch check: PSNR ")[1].split(" dB")[0])
     assert psnr > 33.0  # uniform 4-bit per-tensor reaches about 32 dB on these sentences
     assert Recipe.load(str(out)).sensitivity == "calibrated"

