@@ -1,10 +1,10 @@
 """Every copy of the multiversioned loops (x86-64-v4, x86-64-v3, the baseline; multiversion.h)
 gives the same bytes: the same work runs in child processes with WEIGHTPRESS_ISA capping the
 level, and every output's digest must match the native run's. Covers each multiversioned
-function: packing and unpacking (every width), quantization (per-tensor, per-channel, short
-and long blocks; fp16 and fp32: quantize_run, extrema_of, short_blocks), pruning (magnitude
-and threshold masks, block norms, n:m ranks on fp16 and fp32 bits) and the full k-means DP's
-candidate costs."""
+function: the workload of tests/kernel_digests.py (packing and unpacking at every width,
+quantization: quantize_run, extrema_of, short_blocks; pruning: magnitude and threshold masks,
+block norms, n:m ranks on fp16 and fp32 bits; every palettization mode and the k-means DP,
+tie-heavy inputs included; sse_curve)."""
 
 import json
 import os
@@ -13,62 +13,9 @@ import sys
 
 import pytest
 
-CHILD = r"""
-import hashlib, json, sys
-import numpy as np
-import weightpress as wp
-from weightpress import _core
+from kernel_digests import compare
 
-rng = np.random.default_rng(2026)
-out = {"isa": _core.isa()}
-
-def digest(*arrays):
-    h = hashlib.sha256()
-    for a in arrays:
-        if a is None:
-            h.update(b"none")
-        else:
-            a = np.ascontiguousarray(a)
-            h.update(str(a.dtype).encode() + str(a.shape).encode())
-            h.update(a.tobytes())
-    return h.hexdigest()
-
-for nbits in range(1, 9):
-    v = rng.integers(0, 1 << nbits, size=100_003, dtype=np.uint8)
-    p = wp.pack_bits(v, nbits)
-    out[f"pack{nbits}"] = digest(p, wp.unpack_bits(p, v.size, nbits))
-
-for dtype in (np.float16, np.float32):
-    w = (rng.standard_normal((96, 512)) * 0.05).astype(dtype)
-    w[3, 7] = 0.9  # an outlier
-    conv = (rng.standard_normal((32, 16, 3, 3)) * 0.05).astype(dtype)
-    for d in ("int4", "uint4", "int8", "uint8"):
-        for mode in ("linear_symmetric", "linear"):
-            for kw in ({"granularity": "per_tensor"}, {"granularity": "per_channel"},
-                       {"granularity": "per_block", "block_size": 8}, {"granularity": "per_block", "block_size": 64}):
-                r = wp.quantize(w, d, mode=mode, **kw)
-                out[f"q-{dtype.__name__}-{d}-{mode}-{sorted(kw.items())}"] = digest(r.packed_data, r.scale, r.offset)
-        r = wp.quantize(conv, d, granularity="per_channel")
-        out[f"qconv-{dtype.__name__}-{d}"] = digest(r.packed_data, r.scale, r.offset)
-    for name, kw in {"magnitude": dict(target_sparsity=0.5), "threshold": dict(threshold=0.03),
-                     "block": dict(target_sparsity=0.5, block_size=4), "nm24": dict(n_m_ratio=(2, 4)),
-                     "nm38": dict(n_m_ratio=(3, 8))}.items():
-        r = wp.prune(w, **kw)
-        out[f"prune-{dtype.__name__}-{name}"] = digest(r.packed_mask, r.nonzero_data)
-        r = wp.prune(conv, **kw)
-        out[f"pruneconv-{dtype.__name__}-{name}"] = digest(r.packed_mask, r.nonzero_data)
-
-x = np.sort(rng.standard_normal(3000))
-x = np.unique(x)
-wts = rng.uniform(0.5, 2.0, x.size)
-starts, centroids, _ = _core.kmeans1d_solve(x, wts, 16, method="full")
-out["kmeans-full"] = digest(starts, centroids)
-w16 = (rng.standard_normal((64, 1024)) * 0.02).astype(np.float16)
-r = wp.palettize(w16, 4, granularity="per_grouped_channel", group_size=16)
-out["palettize-g16"] = digest(r.lut, r.packed_indices)
-out["sse-curve"] = digest(wp.sse_curve(w16, 5, granularity="per_grouped_channel", group_size=16))
-json.dump(out, sys.stdout)
-"""
+WORKLOAD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernel_digests.py")
 
 
 def _run(isa):
@@ -76,7 +23,7 @@ def _run(isa):
     env.pop("WEIGHTPRESS_ISA", None)
     if isa:
         env["WEIGHTPRESS_ISA"] = isa
-    r = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, env=env, timeout=600)
+    r = subprocess.run([sys.executable, WORKLOAD], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout)
 
@@ -91,7 +38,7 @@ def test_every_instruction_set_level_gives_the_same_bytes():
             continue  # the CPU runs this level natively: nothing lower to compare
         capped = _run(cap)
         assert capped["isa"] == cap  # the cap took effect: a different copy ran
-        mismatched = sorted(k for k in native if k != "isa" and native[k] != capped[k])
+        mismatched = compare(native, capped)
         assert not mismatched, f"{cap} differs from {native['isa']}: {mismatched}"
         tried += 1
     if native_level == 0:
@@ -103,3 +50,27 @@ def test_the_cap_never_raises_the_level():
     native = _run(None)
     assert _run("x86-64-v4")["isa"] == native["isa"]
     assert _run("baseline")["isa"] == "baseline"
+
+
+# The features of each x86-64 level (the psABI), as Linux names them in /proc/cpuinfo; the
+# kernel lists a feature only where the OS also saves its registers.
+LEVEL_FLAGS = {
+    3: {"pni", "ssse3", "cx16", "sse4_1", "sse4_2", "popcnt", "lahf_lm",  # x86-64-v2
+        "avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"},
+    4: {"avx512f", "avx512dq", "avx512cd", "avx512bw", "avx512vl"},
+}
+
+
+def test_detected_level_matches_the_cpu_flags():
+    """isa.cpp reads the level feature by feature from CPUID and XGETBV (no compiler level
+    strings, which clang 14 lacks): it must agree with the kernel's own reading."""
+    import platform
+
+    if platform.system() != "Linux" or platform.machine() != "x86_64":
+        pytest.skip("x86-64 Linux only (elsewhere one baseline build)")
+    with open("/proc/cpuinfo") as f:
+        flags = set(next(line for line in f if line.startswith("flags")).split(":", 1)[1].split())
+    expected = "baseline"
+    if LEVEL_FLAGS[3] <= flags:
+        expected = "x86-64-v4" if LEVEL_FLAGS[4] <= flags else "x86-64-v3"
+    assert _run(None)["isa"] == expected
