@@ -74,3 +74,18 @@ def test_detected_level_matches_the_cpu_flags():
     if LEVEL_FLAGS[3] <= flags:
         expected = "x86-64-v4" if LEVEL_FLAGS[4] <= flags else "x86-64-v3"
     assert _run(None)["isa"] == expected
+
+
+def test_digests_equal_the_committed_reference():
+    """The workload's outputs equal tests/data/kernel_digests.json, made once by the GCC 12
+    x86-64 build (`python tests/kernel_digests.py > tests/data/kernel_digests.json`). On any
+    other compiler, C++ library, instruction set or platform (the clang + libc++ wheel, the
+    macOS and arm64 jobs of the GitHub workflow) this is the identity check. A deliberate
+    change of a kernel's output regenerates the file in the same commit; so does a numpy whose
+    random streams moved (the lock pins numpy)."""
+    from kernel_digests import REFERENCE
+
+    with open(REFERENCE) as f:
+        reference = json.load(f)
+    different = compare(reference, _run(None))
+    assert not different, f"differs from the {reference['platform']} reference: {different}"
