@@ -9,8 +9,8 @@ Covers packing and unpacking (every width), quantization (every dtype, mode and 
 fp16 and fp32, short and long blocks), pruning (magnitude, threshold, block, n:m), every
 palettization mode and granularity (k-means at every width, uniform, unique, grouped,
 per-channel scale, vector), the k-means DP on tie-heavy inputs (massive duplicates, groups of
-one to three distinct values, k at least the number of distinct values) and the planner's
-sse_curve.
+one to three distinct values, k at least the number of distinct values), the windowed solver
+on large inputs and the planner's sse_curve.
 """
 
 import hashlib
@@ -81,6 +81,7 @@ def workload():
     out["sse-curve"] = digest(wp.sse_curve(w16, 5, granularity="per_grouped_channel", group_size=16))
     palettization(wp, rng, out)
     ties(wp, _core, rng, out)
+    windowed(wp, _core, rng, out)
     return out
 
 
@@ -126,6 +127,23 @@ def ties(wp, _core, rng, out):
     r = wp.palettize(sub, 3, granularity="per_grouped_channel", group_size=2)
     out["ties-subnormal"] = digest(r.lut, r.packed_indices)
     out["ties-sse-curve"] = digest(wp.sse_curve(heavy, 6, granularity="per_grouped_channel", group_size=4))
+
+
+def windowed(wp, _core, rng, out):
+    """The windowed solver and the SSE read off its penalty search (sse_curve) on inputs large
+    enough for them: the code that the steering functions (steering_math.h) guide."""
+    x = np.unique(rng.standard_normal(50_000))
+    for k in (3, 16, 64, 256):
+        starts, centroids, _ = _core.kmeans1d_solve(x, np.ones(x.size), k, method="windowed")
+        out[f"windowed-{k}"] = digest(starts, centroids)
+    evenly = np.arange(-5000, 5000, dtype=np.float64)  # equally spaced, equal weights: ties everywhere
+    for k in (3, 4, 7, 16):
+        starts, centroids, _ = _core.kmeans1d_solve(evenly, np.ones(evenly.size), k, method="windowed")
+        out[f"windowed-evenly-{k}"] = digest(starts, centroids)
+    w32 = rng.standard_normal((256, 1024)).astype(np.float32)
+    out["sse-curve-float32-large"] = digest(wp.sse_curve(w32, 8))
+    w16 = rng.standard_normal((256, 1024)).astype(np.float16)
+    out["sse-curve-float16-large-g32"] = digest(wp.sse_curve(w16, 8, granularity="per_grouped_channel", group_size=32))
 
 
 def compare(a: dict, b: dict) -> list:

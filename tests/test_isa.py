@@ -89,3 +89,55 @@ def test_digests_equal_the_committed_reference():
         reference = json.load(f)
     different = compare(reference, _run(None))
     assert not different, f"differs from the {reference['platform']} reference: {different}"
+
+
+# The steering functions' bits on this platform: fixed by IEEE-754 arithmetic alone, so every
+# platform must compute exactly these (the arm64 and macOS runs check it).
+STEERING_BITS = [("log", 3.0, 0.0, "0x1.193ea7aad030bp+0"), ("log", 1e-300, 0.0, "-0x1.5963447f87fb5p+9"),
+                 ("log", 0.7, 0.0, "-0x1.6d3c324e13f4fp-2"), ("log", 12345.678, 0.0, "0x1.2d79559791e31p+3"),
+                 ("log2", 65536.0, 0.0, "0x1.0000000000000p+4"), ("log2", 1000.0, 0.0, "0x1.3ee7b471b3a95p+3"),
+                 ("pow", 1.6, 3.0, "0x1.0624dd2f1a9fcp+2"), ("pow", 0.3, 2.7, "0x1.3d6858f50590ep-5"),
+                 ("pow", 17.0, -1.5, "0x1.d37e9adf3779dp-7")]
+
+
+def test_steering_math_has_fixed_bits_and_libm_accuracy():
+    """log, log2 and pow steer the k-means searches (steering_math.h). They are computed from
+    +, -, *, / and exact scalings only, so their bits are the same on every platform, unlike
+    libm's (glibc and Apple's differ in the last bit); they agree with libm to rounding."""
+    import math
+
+    from weightpress import _core
+
+    for fn, x, a, bits in STEERING_BITS:
+        assert _core.steering_math(fn, x, a).hex() == bits, (fn, x, a)
+    for x in [2.0 ** e * m for e in range(-1000, 1000, 7) for m in (1.0, 1.3, 1.9)]:
+        assert _core.steering_math("log", x) == pytest.approx(math.log(x), rel=4e-16, abs=1e-300)
+    for n in range(2, 70_000, 7):
+        assert _core.steering_math("log2", float(n)) == pytest.approx(math.log2(n), rel=4e-16)
+    for x in (0.001, 0.37, 0.99, 1.0, 1.01, 2.5, 9.0, 640.0):
+        for a in (-2.5, 0.5, 1.0, 1.7, 3.0, 7.9):
+            assert _core.steering_math("pow", x, a) == pytest.approx(x ** a, rel=2e-14)
+    with pytest.raises(ValueError, match="fn must be"):
+        _core.steering_math("exp", 1.0)
+
+
+@pytest.mark.parametrize("ulps", [3, -3, 40])
+def test_outputs_do_not_depend_on_the_steering_bits(ulps):
+    """Every result of the kernel workload (the windowed solver and sse_curve on large inputs
+    included) is unchanged when the steering functions are off by a few ulps, as another
+    platform's libm could be: they only guide the penalty search and the DP's strategy, whose
+    results are decided by the exact arithmetic (docs/kmeans1d.md)."""
+    import math
+
+    native = _run(None)
+    env = dict(os.environ, WEIGHTPRESS_STEERING_ULPS=str(ulps))
+    env.pop("WEIGHTPRESS_ISA", None)
+    probe = subprocess.run([sys.executable, "-c", "from weightpress import _core; print(_core.steering_math('log', 3.0))"],
+                           capture_output=True, text=True, env=env, timeout=60)
+    moved = float.fromhex(STEERING_BITS[0][3])
+    for _ in range(abs(ulps)):
+        moved = math.nextafter(moved, math.copysign(math.inf, ulps))
+    assert float(probe.stdout) == moved  # the perturbation took effect
+    r = subprocess.run([sys.executable, WORKLOAD], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert compare(native, json.loads(r.stdout)) == []

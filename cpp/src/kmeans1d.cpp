@@ -8,6 +8,7 @@
 #include "kmeans1d_detail.h"
 #include "weightpress/multiversion.h"
 #include "weightpress/parallel.h"
+#include "weightpress/steering_math.h"
 
 namespace weightpress {
 namespace detail {
@@ -180,7 +181,7 @@ void full_dp(const PrefixCost& cost, std::size_t n, std::size_t k, std::uint32_t
         // Divide-and-conquer costs about log2(n) candidates per row; the descending sweep
         // about n / (c (c + 1)) once the previous layer bounds each row from below.
         const double window = static_cast<double>(n) / (static_cast<double>(c) * (c + 1));
-        if (lower && window < std::log2(static_cast<double>(n)))
+        if (lower && window < steering::log2(static_cast<double>(n)))
             layer.solve_descending(row_lo, row_hi);
         else if (threads > 1 && row_hi - row_lo > (1u << 16))
             layer.solve_two_threads(row_lo, row_hi, c, row_hi, s.candidates_other);

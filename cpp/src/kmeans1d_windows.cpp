@@ -24,6 +24,7 @@
 
 #include "kmeans1d_detail.h"
 #include "weightpress/parallel.h"
+#include "weightpress/steering_math.h"
 
 namespace weightpress::detail {
 namespace {
@@ -254,10 +255,11 @@ bool search_penalty(const PrefixCost& cost, std::size_t n, std::size_t k, double
             // two passes; at least 10% per step
             double a = 3.0;
             if (last_lambda > 0 && last_count != static_cast<double>(got)) {
-                const double fitted = std::log(lambda / last_lambda) / std::log(last_count / static_cast<double>(got));
+                const double fitted = steering::log(lambda / last_lambda) /
+                                      steering::log(last_count / static_cast<double>(got));
                 if (fitted > 1.0 && fitted < 8.0) a = fitted;
             }
-            const double ratio = std::pow(static_cast<double>(got) / kk, a);
+            const double ratio = steering::pow(static_cast<double>(got) / kk, a);
             last_lambda = lambda;
             last_count = static_cast<double>(got);
             next = got > k ? lambda * std::max(ratio, 1.1) : lambda * std::min(ratio, 1 / 1.1);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "weightpress/parallel.h"
+#include "weightpress/steering_math.h"
 
 namespace weightpress {
 namespace {
@@ -89,7 +90,7 @@ double assign(const Problem& p, const std::vector<double>& c, std::size_t k, std
 // drawn with probability proportional to weight * distance^2.
 void seed_plus_plus(const Problem& p, std::size_t k, Rng& rng, std::vector<double>& c,
                     std::vector<double>& closest, std::vector<double>& cand_closest) {
-    const std::size_t trials = 2 + static_cast<std::size_t>(std::log(static_cast<double>(k)));
+    const std::size_t trials = 2 + static_cast<std::size_t>(steering::log(static_cast<double>(k)));
     c.assign(k * p.dim, 0.0);
     double total_w = 0;
     for (std::size_t i = 0; i < p.n; ++i) total_w += p.weight(i);
