@@ -6,7 +6,7 @@ the instruction-set copy (tests/test_isa.py, WEIGHTPRESS_ISA), the compiler and 
     python tests/kernel_digests.py --compare A.json B.json   # exit 1 naming every difference
 
 Covers packing and unpacking (every width), quantization (every dtype, mode and granularity,
-fp16 and fp32, short and long blocks), pruning (magnitude, threshold, block, n:m), every
+fp16 and fp32, short and long blocks; best-error scales for every dtype and mode), pruning (magnitude, threshold, block, n:m), every
 palettization mode and granularity (k-means at every width, uniform, unique, grouped,
 per-channel scale, vector), the k-means DP on tie-heavy inputs (massive duplicates, groups of
 one to three distinct values, k at least the number of distinct values), the windowed solver
@@ -62,6 +62,13 @@ def workload():
                     out[f"q-{dtype.__name__}-{d}-{mode}-{sorted(kw.items())}"] = digest(r.packed_data, r.scale, r.offset)
             r = wp.quantize(conv, d, granularity="per_channel")
             out[f"qconv-{dtype.__name__}-{d}"] = digest(r.packed_data, r.scale, r.offset)
+        # best-error scales: every dtype and mode, short blocks and whole rows
+        for d in ("int4", "uint4", "int8", "uint8"):
+            for mode in ("linear_symmetric", "linear"):
+                for kw in ({"granularity": "per_block", "block_size": 32}, {"granularity": "per_channel"}):
+                    r = wp.quantize(w[:24], d, mode=mode, fit="best", **kw)
+                    out[f"qbest-{dtype.__name__}-{d}-{mode}-{sorted(kw.items())}"] = digest(r.packed_data, r.scale,
+                                                                                           r.offset)
         for name, kw in {"magnitude": dict(target_sparsity=0.5), "threshold": dict(threshold=0.03),
                          "block": dict(target_sparsity=0.5, block_size=4), "nm24": dict(n_m_ratio=(2, 4)),
                          "nm38": dict(n_m_ratio=(3, 8))}.items():

@@ -13,9 +13,12 @@
 #include "weightpress/multiversion.h"
 #include "weightpress/pack.h"
 #include "weightpress/parallel.h"
+#include "quantize_detail.h"
 
 namespace weightpress {
 namespace {
+
+using detail::for_each_run;
 
 // ---------------------------------------------------------------- the weight's dtype
 // fp16 arithmetic is emulated per operation (weightpress/half.h over kernels/half_float.h).
@@ -85,40 +88,6 @@ WP_MULTIVERSION_FN(void, quantize_run,
                     std::uint8_t* data),
                    (w, len, scale, zp, qmin, qmax, data),
                    quantize_run_impl<Single>(w, len, scale, zp, qmin, qmax, data))
-
-// Visits the elements of block `b` as runs of contiguous memory: f(offset, length).
-template <typename F>
-void for_each_run(const QuantizeSpec& s, std::size_t b, F&& f) {
-    std::int64_t grid[8], start[8], stride[8];
-    std::int64_t rem = static_cast<std::int64_t>(b);
-    for (int a = s.rank - 1; a >= 0; --a) {
-        grid[a] = s.shape[a] / s.block[a];
-        start[a] = (rem % grid[a]) * s.block[a];
-        rem /= grid[a];
-    }
-    stride[s.rank - 1] = 1;
-    for (int a = s.rank - 2; a >= 0; --a) stride[a] = stride[a + 1] * s.shape[a + 1];
-    // Merge trailing axes that the block covers entirely into one contiguous run.
-    int inner = s.rank - 1;
-    std::int64_t run = s.block[inner];
-    while (inner > 0 && s.block[inner] == s.shape[inner]) {
-        --inner;
-        run *= s.block[inner];
-    }
-    std::int64_t idx[8] = {0};
-    for (;;) {
-        std::int64_t offset = 0;
-        for (int a = 0; a < inner; ++a) offset += (start[a] + idx[a]) * stride[a];
-        offset += start[inner] * stride[inner];
-        f(static_cast<std::size_t>(offset), static_cast<std::size_t>(run));
-        int a = inner - 1;
-        for (; a >= 0; --a) {
-            if (++idx[a] < s.block[a]) break;
-            idx[a] = 0;
-        }
-        if (a < 0) return;
-    }
-}
 
 // ---------------------------------------------------------------- contiguous blocks
 // Every layout coremltools infers for linear and conv weights (per-tensor, per-channel on

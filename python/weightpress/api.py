@@ -66,8 +66,11 @@ quantize = _public("quantize", quantize_parts, QuantizeResult, """Quantizes one 
 
     Options mirror coremltools' OpLinearQuantizerConfig. per_block with an int block_size
     blocks `input_axis` (default 1, the input axis of linear/conv weights; 0 for
-    conv_transpose) and quantizes every output channel (`channel_axis`) separately. backend:
-    "auto" (the CPU), "cpu" or "metal" (see weightpress.backends()).
+    conv_transpose) and quantizes every output channel (`channel_axis`) separately. fit:
+    "coremltools" (default: its scale and zero point, byte-identical) or "best" (per block the
+    parameters of least squared error over the dtype's full range, never worse than
+    coremltools'; CPU only). backend: "auto" (the CPU), "cpu" or "metal" (see
+    weightpress.backends()).
     """)
 
 prune = _public("prune", prune_parts, PruneResult, """Prunes one weight (numpy array or torch tensor,

@@ -27,6 +27,7 @@ PALETTIZE_GRANULARITIES = ("per_tensor", "per_grouped_channel")
 QUANTIZE_MODES = ("linear_symmetric", "linear")
 QUANTIZE_DTYPES = ("int4", "uint4", "int8", "uint8")
 QUANTIZE_GRANULARITIES = ("per_tensor", "per_channel", "per_block")
+QUANTIZE_FITS = ("coremltools", "best")
 METHODS = ("palettize", "quantize", "prune")
 DEFAULT_WEIGHT_THRESHOLD = 2048
 
@@ -79,6 +80,7 @@ class _OpConfig:
 
     method: ClassVar[str]
     coremltools_class: ClassVar[str]
+    weightpress_only: ClassVar[Tuple[str, ...]] = ()  # fields coremltools' class does not have
 
     def options(self) -> Dict[str, object]:
         """The fields as keyword arguments (of the coremltools class, too)."""
@@ -141,8 +143,18 @@ class QuantizeConfig(_OpConfig):
     granularity: str = "per_channel"
     block_size: Union[int, Tuple[int, ...]] = 32
     weight_threshold: int = DEFAULT_WEIGHT_THRESHOLD
+    fit: str = "coremltools"  # weightpress's own: "best" has no coremltools counterpart
     method: ClassVar[str] = "quantize"
     coremltools_class: ClassVar[str] = "OpLinearQuantizerConfig"
+    weightpress_only: ClassVar[Tuple[str, ...]] = ("fit",)
+
+    def _coremltools_options(self):
+        if self.fit != "coremltools":
+            raise ConfigError(f"quantize: fit {self.fit!r} has no coremltools counterpart; it runs on weightpress's "
+                              "streaming engine only (not in joint compression or the in-memory engine)")
+        options = self.options()
+        del options["fit"]
+        return options
 
     def __post_init__(self):
         kind = "quantize"
@@ -150,6 +162,7 @@ class QuantizeConfig(_OpConfig):
         object.__setattr__(self, "mode", _choice(self.mode, "mode", kind, QUANTIZE_MODES))
         object.__setattr__(self, "granularity", _choice(self.granularity, "granularity", kind,
                                                         QUANTIZE_GRANULARITIES))
+        object.__setattr__(self, "fit", _choice(self.fit, "fit", kind, QUANTIZE_FITS))
         if isinstance(self.block_size, (list, tuple)):
             object.__setattr__(self, "block_size",
                                tuple(_int(b, "block_size", kind, 0) for b in self.block_size))
@@ -353,7 +366,8 @@ def op_config_from_coremltools(config) -> Optional[OpConfig]:
     config_class = BY_COREMLTOOLS_CLASS.get(type(config).__name__)
     if config_class is None:
         raise ConfigError(f"unsupported config type {type(config).__name__}")
-    options = {f.name: getattr(config, f.name) for f in fields(config_class)}
+    own = getattr(config_class, "weightpress_only", ())
+    options = {f.name: getattr(config, f.name) for f in fields(config_class) if f.name not in own}
     if config_class is QuantizeConfig:
         options["dtype"] = _dtype_name(config.dtype)
     if config_class is MagnitudePruneConfig and options.get("n_m_ratio") is not None:

@@ -108,6 +108,10 @@ def compress_model(input: str, output: str, config, *, target: Optional[str] = N
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if any(isinstance(step, MixedConfig) for step in config.steps) and (config.joint or engine == "in-memory"):
         raise ConfigError("a recipe (a method chosen per const) runs alone, on the streaming engine")
+    if (config.joint or engine == "in-memory") and any(
+            getattr(c, "fit", "coremltools") != "coremltools" for step in config.steps for c in step.all()):
+        raise ConfigError("quantize: fit 'best' runs on the streaming engine only (joint compression and the "
+                          "in-memory engine run coremltools' passes, which take its own parameters)")
     check_output(input, output, overwrite)
     package = open_package(input)
     spec = load_spec(package)

@@ -21,6 +21,10 @@ from .errors import NotApplicableError
 DTYPES = {"int4": (4, True), "uint4": (4, False), "int8": (8, True), "uint8": (8, False)}
 MODES = ("linear_symmetric", "linear")
 GRANULARITIES = ("per_tensor", "per_channel", "per_block")
+# "coremltools": its scale and zero point from each block's extrema (byte-identical output);
+# "best": the parameters of least squared error over the dtype's full range
+# (cpp/include/weightpress/quantize_fit.h, docs/formats.md "Best-error scales")
+FITS = ("coremltools", "best")
 
 
 @dataclass(frozen=True)
@@ -77,11 +81,16 @@ def quantize_parts(
     block_size: Union[int, Sequence[int]] = 32,
     channel_axis: int = 0,
     input_axis: Optional[int] = None,
+    fit: str = "coremltools",
     num_threads: Optional[int] = None,
     backend: str = "auto",
 ) -> "tuple[np.ndarray, QuantParts]":
     """The coerced weight and its quantization (the options of weightpress.quantize)."""
+    if fit not in FITS:
+        raise ValueError(f"quantize: fit must be one of {', '.join(FITS)}, got {fit!r}")
     gpu = backend_device(backend, "quantize")
+    if fit == "best" and gpu is not None:
+        raise ValueError("quantize: fit='best' runs on the CPU backend only")
     if not isinstance(dtype, str) or dtype.lower() not in DTYPES:
         raise ValueError(f"quantize: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     dtype = dtype.lower()
@@ -107,7 +116,7 @@ def quantize_parts(
         # sub-byte data packed as it is produced: no byte-per-value array for a 4-bit weight
         data, scale, offset = kernel_call(
             lambda: _core.quantize_blockwise(source, blocks, nbits, signed, mode == "linear_symmetric", threads,
-                                             packed=nbits < 8),
+                                             packed=nbits < 8, best=fit == "best"),
             w, "quantize")
     packed = None
     if gpu is None and nbits < 8:

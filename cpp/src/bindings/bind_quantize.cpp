@@ -8,6 +8,7 @@
 #include "bindings.h"
 #include "weightpress/pack.h"
 #include "weightpress/quantize.h"
+#include "weightpress/quantize_fit.h"
 
 namespace py = pybind11;
 
@@ -38,7 +39,7 @@ void register_quantize(py::module_& m) {
     m.def(
         "quantize_blockwise",
         [](py::array weight, std::vector<std::int64_t> block, int nbits, bool is_signed, bool symmetric,
-           int threads, bool packed) -> py::tuple {
+           int threads, bool packed, bool best) -> py::tuple {
             const QuantizeSpec spec = spec_of(weight, block, nbits, is_signed, symmetric, "quantize");
             std::vector<py::ssize_t> grid;
             for (int a = 0; a < spec.rank; ++a) grid.push_back(static_cast<py::ssize_t>(spec.shape[a] / block[a]));
@@ -60,7 +61,10 @@ void register_quantize(py::module_& m) {
                 const std::uint16_t* wp = w.data();
                 std::uint16_t* sp = scale.mutable_data();
                 run_cancellable([&] {
-                    quantize_f16(wp, spec, threads, d, sp, z, packed);
+                    if (best)
+                        quantize_best_f16(wp, spec, threads, d, sp, z, packed);
+                    else
+                        quantize_f16(wp, spec, threads, d, sp, z, packed);
                 });
                 return py::tuple(py::make_tuple(data, scale, has_zp ? py::object(zp) : py::none()));
             }
@@ -70,16 +74,34 @@ void register_quantize(py::module_& m) {
                 const float* wp = w.data();
                 float* sp = scale.mutable_data();
                 run_cancellable([&] {
-                    quantize_f32(wp, spec, threads, d, sp, z, packed);
+                    if (best)
+                        quantize_best_f32(wp, spec, threads, d, sp, z, packed);
+                    else
+                        quantize_f32(wp, spec, threads, d, sp, z, packed);
                 });
                 return py::tuple(py::make_tuple(data, scale, has_zp ? py::object(zp) : py::none()));
             }
             throw py::type_error("quantize: expected uint16 (fp16 bits) or float32 weight");
         },
         py::arg("weight"), py::arg("block"), py::arg("nbits"), py::arg("is_signed"), py::arg("symmetric"),
-        py::arg("threads") = 0, py::arg("packed") = false,
+        py::arg("threads") = 0, py::arg("packed") = false, py::arg("best") = false,
         "Blockwise linear quantization -> (data int8/uint8 in the weight's shape, or with packed=True the values "
-        "packed to nbits LSB-first as uint8; scale per block (fp16 bits or f32); zero point or None)");
+        "packed to nbits LSB-first as uint8; scale per block (fp16 bits or f32); zero point or None). "
+        "best=True: best-error parameters (quantize_fit.h) instead of coremltools'");
+    m.def(
+        "best_real_scales",
+        [](py::array_t<double, py::array::c_style | py::array::forcecast> values, int lo, int hi, std::size_t keep) {
+            if (lo > 0 || hi < 0) throw py::value_error("best_real_scales: need lo <= 0 <= hi");
+            std::vector<ScaleCandidate> found;
+            const double* v = values.data();
+            const std::size_t n = static_cast<std::size_t>(values.size());
+            run_cancellable([&] { found = best_real_scales(v, n, lo, hi, keep); });
+            py::list out;
+            for (const ScaleCandidate& c : found) out.append(py::make_tuple(c.scale, c.error));
+            return out;
+        },
+        py::arg("values"), py::arg("lo"), py::arg("hi"), py::arg("keep") = 8,
+        "Local minima (scale, error), best first, of sum (v - s*clip(round(v/s), lo, hi))^2 over real s > 0");
     m.def(
         "quantize_sse",
         [](py::array weight, std::vector<std::int64_t> block, int nbits, bool is_signed, py::array data, bool packed,

@@ -76,6 +76,9 @@ def add_method_arguments(p: argparse.ArgumentParser, granularity="per_tensor", g
     q.add_argument("--quantize-mode", default="linear_symmetric", choices=("linear_symmetric", "linear"))
     q.add_argument("--quantize-granularity", default="per_channel", choices=("per_tensor", "per_channel", "per_block"))
     q.add_argument("--block-size", type=int, default=32)
+    q.add_argument("--quantize-fit", default="coremltools", choices=("coremltools", "best"),
+                   help="scale and zero point: coremltools' (byte-identical, default) or the best-error "
+                        "parameters over the dtype's full range")
     pr = p.add_argument_group("pruning options")
     pr.add_argument("--prune-block-size", type=int, default=None)
     pr.add_argument("--prune-dim", type=int, default=None, choices=(0, 1))
@@ -99,7 +102,7 @@ def _op_config(kind, value, args):
                                enable_per_channel_scale=args.per_channel_scale, weight_threshold=wt)
     if kind == "quantize":
         return QuantizeConfig(dtype=value, mode=args.quantize_mode, granularity=args.quantize_granularity,
-                              block_size=args.block_size, weight_threshold=wt)
+                              block_size=args.block_size, weight_threshold=wt, fit=args.quantize_fit)
     if kind == "prune":
         return MagnitudePruneConfig(target_sparsity=value, block_size=args.prune_block_size, dim=args.prune_dim,
                                     weight_threshold=wt)

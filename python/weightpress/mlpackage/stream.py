@@ -332,7 +332,8 @@ class _Walk:
                 raise ConfigError(f"const {name}: iOS16 LUTs take 2, 4, 16, 64 or 256 entries, not {1 << r.nbits}")
             return r
         if isinstance(cfg, QuantizeConfig):
-            return quantize(weight, cfg.dtype, mode=cfg.mode, granularity="per_block", block_size=tuple(sizes))
+            return quantize(weight, cfg.dtype, mode=cfg.mode, granularity="per_block", block_size=tuple(sizes),
+                            fit=cfg.fit)
         if isinstance(cfg, ThresholdPruneConfig):
             import warnings
 

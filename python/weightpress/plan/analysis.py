@@ -140,7 +140,7 @@ def analyse(source: WeightSource, options: Iterable[Option], spec_version: int =
         elif o.method == "palettize":
             sse = sse_by_width[lut_grouping(o, sizes, source.shape, source.out_axis) + (o.nbits,)]
         else:
-            r = quantize(w, o.dtype, granularity="per_block", block_size=tuple(sizes))
+            r = quantize(w, o.dtype, granularity="per_block", block_size=tuple(sizes), fit=o.fit)
             sse = float(r.sse) if source.column_weights is None else _weighted_sse(w, r.decompress(), source)
         analysis.candidates.append(Candidate(o, size, sse))
     if source.column_weights is not None:

