@@ -6,11 +6,14 @@ last hidden state on the held-out sentences (minilm.HELD_OUT, never used to choo
 is compared with the uncompressed model's: PSNR over all tokens, and the cosine per
 sentence (mean and worst).
 
-Rows so far, all data-free (issue 22 adds the calibrated ones beside them):
+Rows:
     int4 b32, coremltools     symmetric int4, blocks of 32 along the input: coremltools' scales
-    int4 b32, best            the same format, best-error scales (fit="best")
+    int4 b32, best            the same format, best-error scales (fit="best"), no data
     int8 per-channel, ...     the same pair at 8 bits
-    4-bit g16 / per-tensor / 3-bit per-tensor LUTs   weightpress's exact k-means (reference rows)
+    4-bit g16 / per-tensor / 3-bit per-tensor LUT   weightpress's exact k-means, no data
+    ..., activation-weighted  the same LUT formats, k-means weighted by each input channel's
+                              E[x^2] on the calibration sentences (minilm.CALIBRATION, no
+                              overlap with the held-out ones): weightpress.calibrate
 
     python benchmarks/bench_calibrate.py
 """
@@ -64,8 +67,12 @@ def quality(reference, output, mask):
     return psnr, float(np.mean(cosines)), float(np.min(cosines))
 
 
-def rows():
+def rows(moments):
     import weightpress as wp
+    from weightpress.calibrate import column_weights
+
+    def weighted(w, name, **kw):
+        return wp.palettize(w, sample_weight=column_weights(moments[name], w.shape, 1), **kw)
 
     return [
         ("int4 b32, coremltools", lambda w: wp.quantize(w, "int4", granularity="per_block", block_size=32)),
@@ -75,23 +82,37 @@ def rows():
         ("4-bit g16 LUT", lambda w: wp.palettize(w, 4, granularity="per_grouped_channel", group_size=16)),
         ("4-bit per-tensor LUT", lambda w: wp.palettize(w, 4)),
         ("3-bit per-tensor LUT", lambda w: wp.palettize(w, 3)),
+        ("4-bit g16 LUT, act.-weighted",
+         lambda w, n: weighted(w, n, nbits=4, granularity="per_grouped_channel", group_size=16)),
+        ("4-bit per-tensor, act.-weighted", lambda w, n: weighted(w, n, nbits=4)),
+        ("3-bit per-tensor, act.-weighted", lambda w, n: weighted(w, n, nbits=3)),
     ]
 
 
 def main():
-    from weightpress import minilm
+    import inspect
+
+    from weightpress import calibrate, minilm
 
     model, tokenizer = minilm.load_torch_model()
     batch = tokenizer(minilm.HELD_OUT)
     mask = batch["attention_mask"].numpy()
     reference = hidden_states(model, batch)
     weights = encoder_linears(model)
+    consts = {n.replace(".", "_"): n for n in weights}
+    start = time.perf_counter()
+    found, _ = calibrate.input_moments(model, tokenizer(minilm.CALIBRATION), list(consts))
+    moments = {consts[c]: m for c, m in found.items()}
+    calibration_seconds = time.perf_counter() - start
     print(f"# MiniLM, {len(weights)} encoder linear weights ({sum(w.size for w in weights.values()):,} values, "
           f"fp32), {len(minilm.HELD_OUT)} held-out sentences; {machine()}")
+    print(f"# calibration statistics (E[x^2] of {len(moments)} layers, {len(minilm.CALIBRATION)} sentences): "
+          f"{calibration_seconds:.2f} s")
     print(f"{'row':32} {'PSNR dB':>8} {'cos mean':>9} {'cos min':>8} {'time s':>7}")
-    for name, compress in rows():
+    for name, compress in rows(moments):
         start = time.perf_counter()
-        params = {n: compress(w).decompress() for n, w in weights.items()}
+        named = len(inspect.signature(compress).parameters) == 2
+        params = {n: (compress(w, n) if named else compress(w)).decompress() for n, w in weights.items()}
         seconds = time.perf_counter() - start
         psnr, mean, worst = quality(reference, hidden_states(model, batch, params), mask)
         print(f"{name:32} {psnr:8.2f} {mean:9.5f} {worst:8.5f} {seconds:7.2f}", flush=True)

@@ -268,9 +268,11 @@ def test_signals_stop_quickly_and_leave_nothing(big_fp32_package, tmp_path, sig,
     try:
         _, err = proc.communicate(timeout=60)  # (reading the pipes: a full pipe must not block the child)
     except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)  # the CLI dumps every thread's stack (faulthandler)
+        time.sleep(2)
         proc.kill()
         _, err = proc.communicate()
-        raise AssertionError(f"still running 60 s after the signal; stderr:\n{err[-4000:]}") from None
+        raise AssertionError(f"still running 60 s after the signal; stderr:\n{err[-8000:]}") from None
     stopped = time.monotonic() - sent
     assert proc.returncode == code, err
     assert stopped < 5, stopped

@@ -67,6 +67,10 @@ def main(argv=None) -> int:
     for name in ("SIGTERM", "SIGHUP"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), _terminate)
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID`: every thread's Python stack to stderr (a stuck run)
+        import faulthandler
+
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["run"]:  # everything after `run` is the script's (argparse would read its -m, -h ...)
         from .run import main as run_main

@@ -91,7 +91,8 @@ def check_output(input_path: str, output: str, overwrite: bool) -> None:
 
 def compress_model(input: str, output: str, config, *, target: Optional[str] = None, engine: str = "auto",
                    max_memory: Optional[int] = None, num_threads: Optional[int] = None, overwrite: bool = False,
-                   report: bool = False, progress: bool = False, verify: bool = False, notes=None) -> JobResult:
+                   report: bool = False, progress: bool = False, verify: bool = False, notes=None,
+                   calibration=None) -> JobResult:
     """Compresses the .mlpackage `input` into `output`.
 
     config: a weightpress Config (or anything as_config takes: op configs, MethodConfigs,
@@ -101,6 +102,10 @@ def compress_model(input: str, output: str, config, *, target: Optional[str] = N
     verify: read the written package back before publishing it (streaming: every compressed
     weight decoded and compared with what was computed; in memory: the files validated).
     notes: a stream that receives remarks as they happen (they are also in result.notes).
+    calibration: "minilm", "MODULE:FUNCTION", a callable returning (torch model, sample
+    inputs), or that pair: k-means palettization then weighs each weight by its input
+    channel's E[x^2] on those inputs (weightpress.calibrate); consts without a Linear/Conv
+    module are compressed without data, each named in a note. Streaming engine only.
     """
     start = time.perf_counter()
     config = as_config(config)
@@ -112,6 +117,8 @@ def compress_model(input: str, output: str, config, *, target: Optional[str] = N
             getattr(c, "fit", "coremltools") != "coremltools" for step in config.steps for c in step.all()):
         raise ConfigError("quantize: fit 'best' runs on the streaming engine only (joint compression and the "
                           "in-memory engine run coremltools' passes, which take its own parameters)")
+    if calibration is not None:
+        _check_calibrated(config, engine)
     check_output(input, output, overwrite)
     package = open_package(input)
     spec = load_spec(package)
@@ -138,9 +145,12 @@ def compress_model(input: str, output: str, config, *, target: Optional[str] = N
         note(target_note)
     for stale in remove_stale_staging(output):
         note(f"removed {stale}, left staged by an interrupted run")
+    moments = None
+    if calibration is not None:
+        moments = _calibration_moments(calibration, input, config, note)
     try:
         return _run_engine(result, package, spec, input, output, config, spec_version, engine, max_memory,
-                           num_threads, overwrite, report, progress, verify, note, start)
+                           num_threads, overwrite, report, progress, verify, note, start, moments)
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
             raise
@@ -152,8 +162,38 @@ def compress_model(input: str, output: str, config, *, target: Optional[str] = N
                               "written") from None
 
 
+def _check_calibrated(config, engine):
+    """Calibration weighs k-means palettization, on the streaming engine."""
+    from .config import PalettizeConfig
+
+    if config.joint or engine == "in-memory":
+        raise ConfigError("calibrate: runs on the streaming engine only (joint compression and the in-memory engine "
+                          "run coremltools' passes)")
+    if not any(isinstance(c, PalettizeConfig) and c.mode == "kmeans" for step in config.steps for c in step.all()):
+        raise ConfigError("calibrate: applies to k-means palettization (--palettize N); quantization and pruning "
+                          "do not use calibration data yet")
+
+
+def _calibration_moments(calibration, input, config, note):
+    """E[x^2] per input channel of every const with a torch Linear/Conv module; the others
+    named in a note (they are compressed without data)."""
+    from . import calibrate
+    from .plan.sources import package_consts
+
+    model, inputs = calibrate.resolve(calibration)
+    thresholds = [c.weight_threshold for step in config.steps for c in step.all() if c is not None]
+    consts = [n for n, (shape, _) in package_consts(input, min(thresholds, default=0)).items() if len(shape) >= 2]
+    moments, unmapped = calibrate.input_moments(model, inputs, consts)
+    if not moments:
+        raise ConfigError("calibrate: no const of the package matches a Linear or Conv weight of the torch model")
+    if unmapped:
+        note(f"calibration: no torch Linear/Conv module for {len(unmapped)} const(s), compressed without data: "
+             f"{', '.join(unmapped)}")
+    return moments
+
+
 def _run_engine(result, package, spec, input, output, config, spec_version, engine, max_memory, num_threads,
-                overwrite, report, progress, verify, note, start):
+                overwrite, report, progress, verify, note, start, moments=None):
     from .mlpackage.stream import StreamingUnsupported, default_budget, stream_compress
 
     budget = max_memory or default_budget()
@@ -163,9 +203,10 @@ def _run_engine(result, package, spec, input, output, config, spec_version, engi
                 if config.joint:
                     raise StreamingUnsupported("joint compression (more than one method)")
                 streamed = stream_compress(package, spec, output, config.steps[0], spec_version, budget=budget,
-                                           overwrite=overwrite, progress=progress, report=report, verify=verify)
+                                           overwrite=overwrite, progress=progress, report=report, verify=verify,
+                                           moments=moments)
             except StreamingUnsupported as exc:
-                if engine == "streaming" or isinstance(config.steps[0], MixedConfig):
+                if engine == "streaming" or isinstance(config.steps[0], MixedConfig) or moments is not None:
                     raise ConfigError(f"the streaming engine does not support {exc}") from None
                 note(_fallback(package, str(exc), budget))
             else:

@@ -35,6 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verify", action="store_true",
                    help="read the written package back before publishing it: every compressed weight must "
                         "decode to what was computed")
+    p.add_argument("--calibrate", metavar="MODULE:FUNCTION", default=None,
+                   help="the source torch model and sample inputs (FUNCTION() returns them; 'minilm' for the "
+                        "embedded MiniLM): k-means palettization weighs each weight by its input channel's "
+                        "E[x^2] on them")
 
 
 def check_backend(name: str) -> None:
@@ -62,7 +66,7 @@ def run(args) -> int:
         result = compress_model(args.input, args.output, config, target=args.target, engine=engine,
                                 max_memory=args.max_memory, num_threads=args.threads, overwrite=args.force,
                                 report=bool(args.report or args.report_json), progress=sys.stderr.isatty(),
-                                verify=args.verify, notes=sys.stderr)
+                                verify=args.verify, notes=sys.stderr, calibration=args.calibrate)
     except WeightpressError as exc:
         raise UsageError(str(exc)) from None
     print(f"wrote {args.output} ({result.engine}, target {result.target})")

@@ -87,12 +87,14 @@ def estimate_bytes(cfg: OpConfig, dtype_size: int, shape, channel_axis: Optional
 
 def stream_compress(package: ModelPackage, spec, out_path: str, config: MethodConfig, spec_version: int, *,
                     budget: int, overwrite: bool = False, progress: bool = False,
-                    report: bool = False, verify: bool = False) -> StreamResult:
+                    report: bool = False, verify: bool = False, moments=None) -> StreamResult:
     """Compresses `package` (its parsed `spec`) into `out_path` with one method's config at
     `spec_version`, publishing the output atomically. Raises StreamingUnsupported before
     anything is published when the config or the program needs the in-memory engine.
     verify: before publishing, every compressed const is decoded from what was written and
-    compared with what was computed (VerifyError names the first that differs)."""
+    compared with what was computed (VerifyError names the first that differs).
+    moments: {const name: E[x^2] per input channel} (weightpress.calibrate): k-means
+    palettization of those consts weighs every element by its input channel's."""
     from .proto import modules
 
     start = time.perf_counter()
@@ -117,7 +119,7 @@ def stream_compress(package: ModelPackage, spec, out_path: str, config: MethodCo
                 function = functions[name]
                 block = function.block_specializations[function.opset]
                 walk = _Walk(config, Graph(block), reader, writer, shared, spec_version, budget, result, bar, verify,
-                             function=name if len(names) > 1 else None)
+                             function=name if len(names) > 1 else None, moments=moments)
                 walk.block(block)
                 _rename_uses(block, walk.renames)
                 walks.append(walk)
@@ -183,7 +185,7 @@ class _Walk:
     """One pass over the program: every const kept (its blobs copied) or replaced."""
 
     def __init__(self, config, graph, reader, writer, shared, spec_version, budget, result, bar, verify=False,
-                 function=None):
+                 function=None, moments=None):
         self.config, self.graph, self.reader, self.writer = config, graph, reader, writer
         self.shared, self.emitter = shared, shared.emitter
         self.spec_version, self.budget, self.result, self.bar = spec_version, budget, result, bar
@@ -191,6 +193,7 @@ class _Walk:
         self.copied = shared.copied  # kept blobs are copied once across functions
         self.renames = {}
         self.checks = [] if verify else None  # (const name, its ops, digest of what was computed)
+        self.moments = moments or {}  # calibration: E[x^2] per input channel, by const name
 
     def block(self, blk):
         new_ops = []
@@ -246,13 +249,16 @@ class _Walk:
                 return self.skip(name, "cannot infer the channel axis (consumers disagree)")
 
         need = estimate_bytes(cfg, np.dtype(np_dtype).itemsize, shape, channel_axis)
+        if name in self.moments:
+            need += 8 * size  # the per-element importance, float64
         if self.result.rows is not None:
             need += 24 * size  # the SSE: a decompressed copy and float64 differences
         if need > self.budget:
             raise MemoryBudgetError(f"const {name} {list(shape)} needs about {need / 2**20:.0f} MiB of working "
                                     f"memory, over the {self.budget / 2**20:.0f} MiB budget (--max-memory)")
         source = val.blobFileValue.offset if val.WhichOneof("value") == "blobFileValue" else None
-        key = (cfg, tuple(sizes) if sizes is not None else None, channel_axis, self._structural_ok(name, cfg))
+        key = (cfg, tuple(sizes) if sizes is not None else None, channel_axis, self._structural_ok(name, cfg),
+               name if name in self.moments else None)
         if source is not None:
             self.shared.claim(source, self.function, name, key)
             cached = self.shared.results.get((source,) + key)
@@ -265,7 +271,7 @@ class _Walk:
         except WeightFileError as exc:
             raise WeightFileError(f"const {name}: {exc}") from None
         try:
-            r = self.compress(name, weight, cfg, sizes, channel_axis)
+            r = self.compress(name, weight, cfg, sizes, channel_axis, in_axis)
         except NonFiniteWeightError as exc:
             # the kernels found NaN/Inf in their own pass (no separate scan of every weight)
             if isinstance(cfg, QuantizeConfig) and not exc.is_nan:
@@ -316,7 +322,7 @@ class _Walk:
                 row = dict(row, function=self.function)
             self.result.rows.append(row)
 
-    def compress(self, name, weight, cfg, sizes, channel_axis):
+    def compress(self, name, weight, cfg, sizes, channel_axis, in_axis=None):
         from ..api import palettize, prune, quantize
 
         if isinstance(cfg, PalettizeConfig):
@@ -325,9 +331,16 @@ class _Walk:
             axis, group = palettize_axis(sizes, weight.shape, channel_axis)
             if cfg.cluster_dim > 1 and not _cluster_dim_valid(weight.shape, cfg.cluster_dim, axis, name, self.graph):
                 raise NotApplicableError("palettize", f"cluster_dim {cfg.cluster_dim} is invalid for this op")
+            importance = None
+            if name in self.moments and cfg.mode == "kmeans" and cfg.cluster_dim == 1 \
+                    and not cfg.enable_per_channel_scale:
+                from ..calibrate import column_weights
+
+                importance = column_weights(self.moments[name], weight.shape, in_axis)
             r = palettize(weight, None if cfg.mode == "unique" else cfg.nbits, mode=cfg.mode,
                           granularity="per_grouped_channel", group_size=group, channel_axis=axis,
-                          cluster_dim=cfg.cluster_dim, enable_per_channel_scale=cfg.enable_per_channel_scale)
+                          cluster_dim=cfg.cluster_dim, enable_per_channel_scale=cfg.enable_per_channel_scale,
+                          sample_weight=importance)
             if self.spec_version < SPEC_IOS18 and r.nbits not in (1, 2, 4, 6, 8):
                 raise ConfigError(f"const {name}: iOS16 LUTs take 2, 4, 16, 64 or 256 entries, not {1 << r.nbits}")
             return r
