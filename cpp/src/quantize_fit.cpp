@@ -434,6 +434,7 @@ Choice best_choice(const float* w, std::size_t n, const QuantizeSpec& spec, std:
     // coremltools' parameters first: they win every tie
     const float cm_scale = D::value(D::store(cm.scale));
     Choice best{block_error<D>(w, n, cm_scale, full_lo - cm_zp, full_hi - cm_zp, levels), cm_scale, cm_zp};
+    bool best_is_coremltools = true;
     std::size_t checked = 0;
     std::vector<typename D::Stored> tried;
     auto check = [&](typename D::Stored v, int z, bool dedupe) {
@@ -445,7 +446,13 @@ Choice best_choice(const float* w, std::size_t n, const QuantizeSpec& spec, std:
         ++checked;
         const float scale = D::value(v);
         const double e = block_error<D>(w, n, scale, full_lo - z, full_hi - z, levels, best.error);
-        if (e < best.error) best = Choice{e, scale, z};
+        // Ties: coremltools' parameters, else the smallest (zero point, scale), whatever the
+        // order the candidates came in.
+        if (e < best.error || (e == best.error && !best_is_coremltools &&
+                               (z < best.zero_point || (z == best.zero_point && scale < best.scale)))) {
+            best = Choice{e, scale, z};
+            best_is_coremltools = false;
+        }
     };
 
     // 1. The real sweep per zero point. It also keeps the pieces where the real error is low

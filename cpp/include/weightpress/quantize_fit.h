@@ -17,8 +17,8 @@
 // The stored scale is a value of the weight's dtype, and Core ML decodes in that dtype, so
 // the last step is decided in the decoder's own arithmetic: the dtype neighbours of the
 // best local minima, and coremltools' own scale, each with every element at its nearest
-// level as decoded, the smallest error winning (coremltools' on ties). The result is never
-// worse than coremltools' parameters.
+// level as decoded, the smallest error winning (ties: coremltools' parameters, else the
+// smallest zero point, then scale). The result is never worse than coremltools' parameters.
 //
 // Affine modes (a zero point) repeat the sweep for candidate zero points: every one for
 // 4-bit dtypes, coremltools' and its four nearest for 8-bit (a search, not an exhaustive
