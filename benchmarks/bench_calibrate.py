@@ -14,6 +14,13 @@ Rows:
     ..., activation-weighted  the same LUT formats, k-means weighted by each input channel's
                               E[x^2] on the calibration sentences (minilm.CALIBRATION, no
                               overlap with the held-out ones): weightpress.calibrate
+    ... + EF                  the same LUTs / scales, the indices / integers chosen by error
+                              feedback (.error_feedback(X^T X of the calibration inputs)),
+                              damping 0.01 (GPTQ's usual default: it overfits 16 sentences)
+    ... + EF (auto)           damping per layer by weightpress.calibrate.choose_damping: 2-fold
+                              cross-validation over the calibration sentences alone
+The "cal. dB" column is the same PSNR on the calibration sentences: its gap to the held-out
+PSNR shows overfitting.
 
     python benchmarks/bench_calibrate.py
 """
@@ -35,6 +42,29 @@ from bench_palettize import machine  # noqa: E402
 def encoder_linears(model):
     return {n: p.detach().numpy().copy() for n, p in model.named_parameters()
             if n.startswith("encoder.") and n.endswith(".weight") and p.ndim == 2}
+
+
+def input_hessians(model, batch, names):
+    """X^T X of each named Linear weight's input over the calibration batch (every token)."""
+    import torch
+
+    sums, hooks = {}, []
+    modules = dict(model.named_modules())
+    for name in names:
+        module = modules[name.rsplit(".", 1)[0]]
+
+        def hook(mod, args, name=name):
+            x = args[0].detach().double().reshape(-1, args[0].shape[-1])
+            sums[name] = sums.get(name, 0) + (x.T @ x).numpy()
+
+        hooks.append(module.register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad():
+            model(**batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    return sums
 
 
 def hidden_states(model, batch, params=None):
@@ -67,12 +97,24 @@ def quality(reference, output, mask):
     return psnr, float(np.mean(cosines)), float(np.min(cosines))
 
 
-def rows(moments):
+def rows(moments, hessians, folds):
     import weightpress as wp
     from weightpress.calibrate import column_weights
 
     def weighted(w, name, **kw):
         return wp.palettize(w, sample_weight=column_weights(moments[name], w.shape, 1), **kw)
+
+    def fed(r, name):
+        return r.error_feedback(hessians[name], damping=0.01)
+
+    def auto(r, name):
+        from weightpress.calibrate import choose_damping
+
+        damping, _ = choose_damping(r, [f[name] for f in folds])
+        chosen.append(damping)
+        return r.error_feedback(hessians[name], damping=damping)
+
+    chosen = DAMPINGS_CHOSEN
 
     return [
         ("int4 b32, coremltools", lambda w: wp.quantize(w, "int4", granularity="per_block", block_size=32)),
@@ -86,7 +128,25 @@ def rows(moments):
          lambda w, n: weighted(w, n, nbits=4, granularity="per_grouped_channel", group_size=16)),
         ("4-bit per-tensor, act.-weighted", lambda w, n: weighted(w, n, nbits=4)),
         ("3-bit per-tensor, act.-weighted", lambda w, n: weighted(w, n, nbits=3)),
+        ("int4 b32, coremltools + EF",
+         lambda w, n: fed(wp.quantize(w, "int4", granularity="per_block", block_size=32), n)),
+        ("int4 b32, best + EF",
+         lambda w, n: fed(wp.quantize(w, "int4", granularity="per_block", block_size=32, fit="best"), n)),
+        ("4-bit g16, act.-weighted + EF",
+         lambda w, n: fed(weighted(w, n, nbits=4, granularity="per_grouped_channel", group_size=16), n)),
+        ("4-bit per-tensor, act.-w. + EF", lambda w, n: fed(weighted(w, n, nbits=4), n)),
+        ("3-bit per-tensor, act.-w. + EF", lambda w, n: fed(weighted(w, n, nbits=3), n)),
+        ("4-bit per-tensor, data-free + EF", lambda w, n: fed(wp.palettize(w, 4), n)),
+        ("int4 b32, best + EF (auto)",
+         lambda w, n: auto(wp.quantize(w, "int4", granularity="per_block", block_size=32, fit="best"), n)),
+        ("4-bit g16, act.-w. + EF (auto)",
+         lambda w, n: auto(weighted(w, n, nbits=4, granularity="per_grouped_channel", group_size=16), n)),
+        ("4-bit per-tensor, act.-w. + EF (auto)", lambda w, n: auto(weighted(w, n, nbits=4), n)),
+        ("3-bit per-tensor, act.-w. + EF (auto)", lambda w, n: auto(weighted(w, n, nbits=3), n)),
     ]
+
+
+DAMPINGS_CHOSEN = []
 
 
 def main():
@@ -103,19 +163,31 @@ def main():
     start = time.perf_counter()
     found, _ = calibrate.input_moments(model, tokenizer(minilm.CALIBRATION), list(consts))
     moments = {consts[c]: m for c, m in found.items()}
+    hessians = input_hessians(model, tokenizer(minilm.CALIBRATION), list(weights))
+    half = len(minilm.CALIBRATION) // 2
+    folds = [input_hessians(model, tokenizer(part), list(weights))
+             for part in (minilm.CALIBRATION[:half], minilm.CALIBRATION[half:])]
+    calibration_batch = tokenizer(minilm.CALIBRATION)
+    calibration_reference = hidden_states(model, calibration_batch)
     calibration_seconds = time.perf_counter() - start
     print(f"# MiniLM, {len(weights)} encoder linear weights ({sum(w.size for w in weights.values()):,} values, "
           f"fp32), {len(minilm.HELD_OUT)} held-out sentences; {machine()}")
     print(f"# calibration statistics (E[x^2] of {len(moments)} layers, {len(minilm.CALIBRATION)} sentences): "
           f"{calibration_seconds:.2f} s")
-    print(f"{'row':32} {'PSNR dB':>8} {'cos mean':>9} {'cos min':>8} {'time s':>7}")
-    for name, compress in rows(moments):
+    print(f"{'row':38} {'PSNR dB':>8} {'cos mean':>9} {'cos min':>8} {'cal. dB':>8} {'time s':>7}")
+    for name, compress in rows(moments, hessians, folds):
         start = time.perf_counter()
         named = len(inspect.signature(compress).parameters) == 2
         params = {n: (compress(w, n) if named else compress(w)).decompress() for n, w in weights.items()}
         seconds = time.perf_counter() - start
         psnr, mean, worst = quality(reference, hidden_states(model, batch, params), mask)
-        print(f"{name:32} {psnr:8.2f} {mean:9.5f} {worst:8.5f} {seconds:7.2f}", flush=True)
+        cal, _, _ = quality(calibration_reference, hidden_states(model, calibration_batch, params),
+                            calibration_batch["attention_mask"].numpy())
+        print(f"{name:38} {psnr:8.2f} {mean:9.5f} {worst:8.5f} {cal:8.2f} {seconds:7.2f}", flush=True)
+    if DAMPINGS_CHOSEN:
+        values, counts = np.unique(DAMPINGS_CHOSEN, return_counts=True)
+        print("# dampings chosen by cross-validation (layers): " +
+              ", ".join(f"{v:g}: {c}" for v, c in zip(values, counts)))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@
     column_weights(moments, shape, in_axis)
                                     the per-element importance of a weight: its input channel's
                                     E[x^2], repeated along the other axes
+    choose_damping(result, hessian_folds)
+                                    error feedback's damping, by cross-validation over folds of
+                                    the calibration data (never the evaluation data)
 
 A weight error on input channel j changes a layer's output by that error times x_j, so its
 expected squared effect is the error squared times E[x_j^2]. K-means weighted by it
@@ -99,3 +102,29 @@ def column_weights(moments: np.ndarray, shape, in_axis: int) -> np.ndarray:
     view = [1] * len(shape)
     view[in_axis] = shape[in_axis]
     return np.broadcast_to(m.reshape(view), tuple(shape))
+
+
+# Damping candidates for error feedback, relative to the mean diagonal of X^T X.
+DAMPING_CANDIDATES = (0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+def choose_damping(result, hessian_folds, candidates=DAMPING_CANDIDATES, num_threads=None):
+    """The damping for `result.error_feedback` chosen on calibration data alone, by
+    cross-validation: for each fold, error feedback fitted on the other folds' X^T X is scored
+    on this fold's, tr(dW H_fold dW^T) with dW the weight's change; the candidate whose total is
+    least wins (the smaller on ties). Returns (damping, {candidate: total})."""
+    folds = [np.asarray(h, dtype=np.float64) for h in hessian_folds]
+    if len(folds) < 2:
+        raise ValueError("choose_damping: give at least two folds of X^T X")
+    reference = np.asarray(result._reference, dtype=np.float64)
+    total = sum(folds)
+    scores = {}
+    for damping in candidates:
+        score = 0.0
+        for h in folds:
+            fitted = result.error_feedback(total - h, damping=damping, num_threads=num_threads)
+            dw = reference - fitted.decompress().astype(np.float64)
+            score += float(np.sum((dw @ h) * dw))
+        scores[damping] = score
+    best = min(candidates, key=lambda d: (scores[d], d))
+    return best, scores

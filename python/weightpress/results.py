@@ -34,6 +34,7 @@ from typing import List, Optional
 import numpy as np
 
 from . import _core
+from ._arrays import threads_arg
 from .compressed import CompressedWeight, StoredPart, check_target, dtype_bits, part, repeated_shape
 from .packing import pack_bits, unpack_bits
 from .palettize import IOS16_NBITS, LutParts, palettize_parts
@@ -112,6 +113,28 @@ def _quant_parts_of(q: "QuantizeResult", data_count: int, data_name: str = "data
     return parts
 
 
+# ---------------------------------------------------------------- error feedback
+
+
+def _feedback_factor(reference: np.ndarray, hessian, damping: float, op: str) -> np.ndarray:
+    """Checks a 2-D weight and its input Hessian; U of weightpress/error_feedback.h."""
+    if reference.ndim != 2:
+        raise ValueError(f"{op}: error feedback takes a 2-D weight (output, input channels), got shape "
+                         f"{reference.shape}")
+    h = np.asarray(hessian, dtype=np.float64)
+    cols = reference.shape[1]
+    if h.shape != (cols, cols):
+        raise ValueError(f"{op}: the Hessian must be {cols}x{cols} (the weight's input channels), got {h.shape}")
+    if not np.all(np.isfinite(h)):
+        raise ValueError(f"{op}: the Hessian holds NaN or Inf")
+    if not (isinstance(damping, (int, float)) and damping >= 0 and np.isfinite(damping)):
+        raise ValueError(f"{op}: damping must be a finite number >= 0, got {damping!r}")
+    u = _core.inverse_hessian_factor(np.ascontiguousarray(h), float(damping))
+    if u is None:
+        raise ValueError(f"{op}: the Hessian is not positive definite with damping {damping}; raise the damping")
+    return u
+
+
 # ---------------------------------------------------------------- palettization
 
 
@@ -170,6 +193,27 @@ class PalettizeResult(CompressedWeight):
             raise ValueError(f"palettize: iOS16 supports nbits {IOS16_NBITS}, got {self.nbits}")
         return Ios16Lut(lut=self.lut.reshape(-1), indices=self.packed_indices,
                         shape=np.array(self.shape, dtype=np.uint32))
+
+    def error_feedback(self, hessian, damping: float = 0.01, num_threads=None) -> "PalettizeResult":
+        """The same LUTs, the indices chosen by error feedback (GPTQ-style, input column by
+        input column, each rounding error pushed into the columns not yet rounded through the
+        damped inverse of `hessian` = X^T X of the layer's inputs; weightpress/error_feedback.h).
+        A 2-D weight with its input channels on axis 1, LUTs per tensor or per group of output
+        channels (axis 0), scalar and without a per-channel scale."""
+        op = "palettize"
+        if self.cluster_dim != 1 or self.per_channel_scale is not None or self.channel_axis != 0:
+            raise ValueError(f"{op}: error feedback takes scalar LUTs over output channels (channel_axis 0) "
+                             "without a per-channel scale")
+        u = _feedback_factor(self._reference, hessian, damping, op)
+        rows, cols = self.shape
+        groups = self._lut_groups.shape[0]
+        entries = np.ascontiguousarray(self._lut_groups[:, :, 0], dtype=np.float32)
+        lut_of_row = (np.arange(rows) // (rows // groups)).astype(np.int32)
+        codes = _core.error_feedback(self._reference.astype(np.float64), u, self._reference.dtype == np.float16,
+                                     entries=entries, lut_of_row=lut_of_row, threads=threads_arg(num_threads, op))
+        parts = LutParts(self.nbits, self.mode, self.channel_axis, self.group_size, 1, self._lut_groups,
+                         codes.astype(np.uint8).reshape(groups, -1), None, self.num_clusters, None, None)
+        return PalettizeResult(self._reference, parts)
 
     def ios18(self, target: str = "iOS18") -> Ios18Lut:
         """The parts coremltools emits for `target` ("iOS18" or "iOS26")."""
@@ -314,6 +358,29 @@ class QuantizeResult(CompressedWeight):
     def stored_parts(self, target: str = "iOS18") -> List[StoredPart]:
         check_target(target, "quantize")
         return _quant_parts_of(self, self.data.size)
+
+    def error_feedback(self, hessian, damping: float = 0.01, num_threads=None) -> "QuantizeResult":
+        """The same scales and zero points, the integers chosen by error feedback (GPTQ-style;
+        see PalettizeResult.error_feedback) over the dtype's full range. A 2-D weight with its
+        input channels on axis 1; scales per tensor, per output channel or per block along
+        the input."""
+        op = "quantize"
+        u = _feedback_factor(self._reference, hessian, damping, op)
+        rows, cols = self.shape
+        grid_rows, grid_cols = self.scale.shape
+        col_block = cols // grid_cols
+        expand = rows // grid_rows  # per-tensor scales repeat down the rows
+        scales = np.repeat(self.scale.astype(np.float32), expand, axis=0)
+        zero_points = None
+        if self.offset is not None:
+            zero_points = np.repeat(self.offset.astype(np.int32), expand, axis=0)
+        qmin, qmax = (-(1 << (self.nbits - 1)), (1 << (self.nbits - 1)) - 1) if self.signed else (0, (1 << self.nbits) - 1)
+        codes = _core.error_feedback(self._reference.astype(np.float64), u, self._reference.dtype == np.float16,
+                                     scales=np.ascontiguousarray(scales), zero_points=zero_points,
+                                     col_block=col_block, qmin=qmin, qmax=qmax, threads=threads_arg(num_threads, op))
+        data = codes.astype(np.int8 if self.signed else np.uint8)
+        return QuantizeResult(self._reference, QuantParts(self.dtype, self.mode, self.block_sizes, data, self.scale,
+                                                          self.offset))
 
     @cached_property
     def sse(self) -> float:

@@ -67,5 +67,6 @@ void register_vector_kmeans(pybind11::module_& m);
 void register_quantize(pybind11::module_& m);
 void register_prune(pybind11::module_& m);
 void register_metal(pybind11::module_& m);
+void register_error_feedback(pybind11::module_& m);
 
 }  // namespace weightpress::bindings

@@ -14,6 +14,7 @@ PYBIND11_MODULE(_core, m) {
     weightpress::bindings::register_quantize(m);
     weightpress::bindings::register_prune(m);
     weightpress::bindings::register_metal(m);
+    weightpress::bindings::register_error_feedback(m);
     m.def("isa", [] { return std::string(weightpress::isa_name()); },
           "The instruction-set level the multiversioned loops run at (baseline, x86-64-v3, x86-64-v4; "
           "capped by WEIGHTPRESS_ISA)");
