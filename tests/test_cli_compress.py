@@ -247,9 +247,17 @@ def big_fp32_package(ct, tmp_path_factory):
     return src
 
 
+def _interactive_signals():
+    """A job started from a terminal: SIGINT at its default. A test runner started in the
+    background (`.ci/run &`) hands its children SIGINT ignored, which Python keeps (as every
+    POSIX program should), and Ctrl-C would then never reach the job under test."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_long_job(src, out):
     proc = subprocess.Popen([sys.executable, "-m", "weightpress.cli", "compress", str(src), "-o", str(out),
-                             "--palettize", "8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--palettize", "8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_interactive_signals)
     line = proc.stderr.readline()
     while line and not line.startswith("compressing"):
         line = proc.stderr.readline()
