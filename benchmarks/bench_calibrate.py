@@ -17,12 +17,21 @@ Rows:
     ... + EF                  the same LUTs / scales, the indices / integers chosen by error
                               feedback (.error_feedback(X^T X of the calibration inputs)),
                               damping 0.01 (GPTQ's usual default: it overfits 16 sentences)
-    ... + EF (auto)           damping per layer by weightpress.calibrate.choose_damping: 2-fold
-                              cross-validation over the calibration sentences alone
+    ... + EF (damping 1)      what `compress --calibrate --damping 1` does: no cross-validation
+    ... + EF (auto)           what `compress --calibrate` does (weightpress.calibrate.feed_back):
+                              the damping per layer by 2-fold cross-validation over the
+                              calibration sentences alone, plain rounding where the held-out
+                              fold prefers it
+    coremltools SKMPalettizer the same LUT formats from coremltools.optimize.torch's sensitive
+                              k-means (Fisher-weighted; loss: the squared norm of the last
+                              hidden state, the data's own output energy), same sentences
+    coremltools GPTQ uint4    LayerwiseCompressor GPTQ, uint4 blocks of 32 (it refuses int4),
+                              one calibration sentence per sample
 The "cal. dB" column is the same PSNR on the calibration sentences: its gap to the held-out
-PSNR shows overfitting.
+PSNR shows overfitting. "worse" counts held-out sentences whose last hidden state is further
+(MSE) from the original than under the same format without data (the row's baseline).
 
-    python benchmarks/bench_calibrate.py
+    python benchmarks/bench_calibrate.py [--no-coremltools]
 """
 
 from __future__ import annotations
@@ -97,6 +106,51 @@ def quality(reference, output, mask):
     return psnr, float(np.mean(cosines)), float(np.min(cosines))
 
 
+def coremltools_skm(model, tokenizer, nbits, group_size=None):
+    """coremltools' SKMPalettizer on the encoder's Linear layers: (weights, seconds)."""
+    import copy
+
+    import torch
+    from coremltools.optimize.torch.palettization import SKMPalettizer, SKMPalettizerConfig
+
+    from weightpress import minilm
+
+    config = {"n_bits": nbits, "granularity": "per_tensor"}
+    if group_size:
+        config.update(granularity="per_grouped_channel", group_size=group_size)
+    names = [n.rsplit(".", 1)[0] for n in encoder_linears(model)]
+    cfg = SKMPalettizerConfig.from_dict({"module_name_configs": {n: config for n in names},
+                                         "calibration_nsamples": len(minilm.CALIBRATION)})
+    data = [tokenizer([s]) for s in minilm.CALIBRATION]
+
+    def loss_fn(m, batch):
+        return (m(**batch) ** 2).sum()
+
+    start = time.perf_counter()
+    compressed = SKMPalettizer(copy.deepcopy(model), cfg).compress(dataloader=data, loss_fn=loss_fn)
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        return encoder_linears(compressed), seconds
+
+
+def coremltools_gptq(model, tokenizer):
+    """coremltools' LayerwiseCompressor GPTQ, uint4 blocks of 32: (weights, seconds)."""
+    import copy
+
+    from coremltools.optimize.torch.layerwise_compression import LayerwiseCompressor, LayerwiseCompressorConfig
+
+    from weightpress import minilm
+
+    cfg = LayerwiseCompressorConfig.from_dict({
+        "global_config": {"algorithm": "gptq", "weight_dtype": "uint4", "granularity": "per_block",
+                          "block_size": 32},
+        "input_cacher": "gpt", "layers": [r"encoder\.layer\.\d+"], "calibration_nsamples": len(minilm.CALIBRATION)})
+    data = [tokenizer([s])["input_ids"] for s in minilm.CALIBRATION]
+    start = time.perf_counter()
+    compressed = LayerwiseCompressor(copy.deepcopy(model), cfg).compress(data, device="cpu")
+    return encoder_linears(compressed), time.perf_counter() - start
+
+
 def rows(moments, hessians, folds):
     import weightpress as wp
     from weightpress.calibrate import column_weights
@@ -108,11 +162,11 @@ def rows(moments, hessians, folds):
         return r.error_feedback(hessians[name], damping=0.01)
 
     def auto(r, name):
-        from weightpress.calibrate import choose_damping
+        from weightpress.calibrate import feed_back
 
-        damping, _ = choose_damping(r, [f[name] for f in folds])
-        chosen.append(damping)
-        return r.error_feedback(hessians[name], damping=damping)
+        fed, damping = feed_back(r, [f[name] for f in folds])
+        chosen.append(damping if damping is not None else 0.0)
+        return fed
 
     chosen = DAMPINGS_CHOSEN
 
@@ -143,16 +197,47 @@ def rows(moments, hessians, folds):
          lambda w, n: auto(weighted(w, n, nbits=4, granularity="per_grouped_channel", group_size=16), n)),
         ("4-bit per-tensor, act.-w. + EF (auto)", lambda w, n: auto(weighted(w, n, nbits=4), n)),
         ("3-bit per-tensor, act.-w. + EF (auto)", lambda w, n: auto(weighted(w, n, nbits=3), n)),
+        ("int4 b32, best + EF (damping 1)",
+         lambda w, n: wp.quantize(w, "int4", granularity="per_block", block_size=32,
+                                  fit="best").error_feedback(hessians[n], damping=1.0)),
+        ("int4 b32, coremltools + EF (damping 1)",
+         lambda w, n: wp.quantize(w, "int4", granularity="per_block", block_size=32).error_feedback(hessians[n],
+                                                                                                    damping=1.0)),
+        ("4-bit g16, act.-w. + EF (damping 1)",
+         lambda w, n: weighted(w, n, nbits=4, granularity="per_grouped_channel",
+                               group_size=16).error_feedback(hessians[n], damping=1.0)),
     ]
 
 
 DAMPINGS_CHOSEN = []
 
 
+BASELINES = {"int4 b32": "int4 b32, coremltools", "int8 per-channel": "int8 per-channel, coremltools",
+             "4-bit g16": "4-bit g16 LUT", "4-bit per-tensor": "4-bit per-tensor LUT",
+             "3-bit per-tensor": "3-bit per-tensor LUT", "coremltools SKM 4-bit g16": "4-bit g16 LUT",
+             "coremltools SKM 4-bit per-tensor": "4-bit per-tensor LUT",
+             "coremltools GPTQ uint4 b32": "int4 b32, coremltools"}
+
+
+def baseline(name):
+    return next(v for k, v in sorted(BASELINES.items(), key=lambda kv: -len(kv[0])) if name.startswith(k))
+
+
+def sentence_errors(reference, output, mask):
+    """Per held-out sentence: MSE of the last hidden state over its tokens."""
+    keep = mask.astype(bool)
+    return np.array([np.mean((reference[i][keep[i]] - output[i][keep[i]]) ** 2) for i in range(reference.shape[0])])
+
+
 def main():
+    import argparse
     import inspect
 
     from weightpress import calibrate, minilm
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--no-coremltools", action="store_true", help="skip the SKMPalettizer and GPTQ rows")
+    args = p.parse_args()
 
     model, tokenizer = minilm.load_torch_model()
     batch = tokenizer(minilm.HELD_OUT)
@@ -161,33 +246,51 @@ def main():
     weights = encoder_linears(model)
     consts = {n.replace(".", "_"): n for n in weights}
     start = time.perf_counter()
-    found, _ = calibrate.input_moments(model, tokenizer(minilm.CALIBRATION), list(consts))
-    moments = {consts[c]: m for c, m in found.items()}
-    hessians = input_hessians(model, tokenizer(minilm.CALIBRATION), list(weights))
-    half = len(minilm.CALIBRATION) // 2
-    folds = [input_hessians(model, tokenizer(part), list(weights))
-             for part in (minilm.CALIBRATION[:half], minilm.CALIBRATION[half:])]
+    # exactly what compress --calibrate minilm collects: E[x^2] and X^T X per fold
+    stats = calibrate.layer_statistics(model, tokenizer(minilm.CALIBRATION), list(consts))
+    moments = {consts[c]: m for c, m in stats.moments.items()}
+    folds = [{consts[c]: stats.hessian_folds(c)[i] for c in stats.hessian_files} for i in range(calibrate.FOLDS)]
+    hessians = {n: sum(np.asarray(f[n]) for f in folds) for n in folds[0]}
     calibration_batch = tokenizer(minilm.CALIBRATION)
     calibration_reference = hidden_states(model, calibration_batch)
     calibration_seconds = time.perf_counter() - start
     print(f"# MiniLM, {len(weights)} encoder linear weights ({sum(w.size for w in weights.values()):,} values, "
           f"fp32), {len(minilm.HELD_OUT)} held-out sentences; {machine()}")
-    print(f"# calibration statistics (E[x^2] of {len(moments)} layers, {len(minilm.CALIBRATION)} sentences): "
-          f"{calibration_seconds:.2f} s")
-    print(f"{'row':38} {'PSNR dB':>8} {'cos mean':>9} {'cos min':>8} {'cal. dB':>8} {'time s':>7}")
+    print(f"# calibration statistics (E[x^2] and X^T X in 2 folds of {len(moments)} layers, "
+          f"{len(minilm.CALIBRATION)} sentences): {calibration_seconds:.2f} s")
+    print(f"{'row':38} {'PSNR dB':>8} {'cos mean':>9} {'cos min':>8} {'cal. dB':>8} {'worse':>6} {'time s':>7}")
+    errors = {}
+
+    def report(name, params, seconds):
+        out = hidden_states(model, batch, params)
+        psnr, mean, worst = quality(reference, out, mask)
+        cal, _, _ = quality(calibration_reference, hidden_states(model, calibration_batch, params),
+                            calibration_batch["attention_mask"].numpy())
+        errors[name] = sentence_errors(reference, out, mask)
+        base = baseline(name)
+        worse = int(np.sum(errors[name] > errors[base])) if base != name else 0
+        print(f"{name:38} {psnr:8.2f} {mean:9.5f} {worst:8.5f} {cal:8.2f} {worse:6d} {seconds:7.2f}", flush=True)
+
     for name, compress in rows(moments, hessians, folds):
         start = time.perf_counter()
         named = len(inspect.signature(compress).parameters) == 2
         params = {n: (compress(w, n) if named else compress(w)).decompress() for n, w in weights.items()}
-        seconds = time.perf_counter() - start
-        psnr, mean, worst = quality(reference, hidden_states(model, batch, params), mask)
-        cal, _, _ = quality(calibration_reference, hidden_states(model, calibration_batch, params),
-                            calibration_batch["attention_mask"].numpy())
-        print(f"{name:38} {psnr:8.2f} {mean:9.5f} {worst:8.5f} {cal:8.2f} {seconds:7.2f}", flush=True)
+        report(name, params, time.perf_counter() - start)
     if DAMPINGS_CHOSEN:
         values, counts = np.unique(DAMPINGS_CHOSEN, return_counts=True)
-        print("# dampings chosen by cross-validation (layers): " +
+        print("# dampings chosen by cross-validation (layers; 0 = plain rounding kept): " +
               ", ".join(f"{v:g}: {c}" for v, c in zip(values, counts)))
+    if not args.no_coremltools:
+        for name, run in [("coremltools SKM 4-bit g16", lambda: coremltools_skm(model, tokenizer, 4, 16)),
+                          ("coremltools SKM 4-bit per-tensor", lambda: coremltools_skm(model, tokenizer, 4)),
+                          ("coremltools GPTQ uint4 b32", lambda: coremltools_gptq(model, tokenizer))]:
+            try:
+                params, seconds = run()
+            except Exception as exc:  # a peer failing is a row that says so, not a lost run
+                print(f"{name:38} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}", flush=True)
+                continue
+            report(name, params, seconds)
+    stats.close()
 
 
 if __name__ == "__main__":

@@ -89,6 +89,7 @@ def workload():
     palettization(wp, rng, out)
     ties(wp, _core, rng, out)
     windowed(wp, _core, rng, out)
+    calibrated(wp, _core, rng, out)
     return out
 
 
@@ -151,6 +152,31 @@ def windowed(wp, _core, rng, out):
     out["sse-curve-float32-large"] = digest(wp.sse_curve(w32, 8))
     w16 = rng.standard_normal((256, 1024)).astype(np.float16)
     out["sse-curve-float16-large-g32"] = digest(wp.sse_curve(w16, 8, granularity="per_grouped_channel", group_size=32))
+
+
+def calibrated(wp, _core, rng, out):
+    """Calibration's kernels: k-means weighted per element, the inverse-Hessian factor and
+    error feedback onto LUTs and quantization levels (fp16 and fp32, a conv weight)."""
+    cols = 96
+    x = rng.standard_normal((400, cols)) @ (rng.standard_normal((cols, cols)) * 0.3 + np.eye(cols))
+    h = x.T @ x
+    out["ef-factor"] = digest(_core.inverse_hessian_factor(h, 0.1))
+    importance = np.broadcast_to((x ** 2).mean(0), (48, cols))
+    for dtype in (np.float16, np.float32):
+        name = dtype.__name__
+        w = (rng.standard_normal((48, cols)) * 0.05).astype(dtype)
+        weighted = wp.palettize(w, 3, granularity="per_grouped_channel", group_size=8, sample_weight=importance)
+        out[f"weighted-{name}"] = digest(weighted.lut, weighted.packed_indices)
+        for label, r in (("lut-g8", weighted), ("lut-tensor", wp.palettize(w, 4)),
+                         ("int4-b32", wp.quantize(w, "int4", granularity="per_block", block_size=32)),
+                         ("uint8-channel", wp.quantize(w, "uint8", mode="linear")),
+                         ("int4-best", wp.quantize(w, "int4", granularity="per_block", block_size=16, fit="best"))):
+            fed = r.error_feedback(h, damping=0.03)
+            out[f"ef-{name}-{label}"] = digest(*((fed.lut, fed.packed_indices) if hasattr(fed, "lut")
+                                                 else (fed.packed_data, fed.scale, fed.offset)))
+        conv = w.reshape(48, 24, 2, 2)
+        fed = wp.quantize(conv, "int8", granularity="per_block", block_size=8).error_feedback(h, damping=1.0)
+        out[f"ef-{name}-conv"] = digest(fed.packed_data, fed.scale)
 
 
 def compare(a: dict, b: dict) -> list:

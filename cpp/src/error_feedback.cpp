@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "weightpress/half.h"
+#include "weightpress/multiversion.h"
 #include "weightpress/parallel.h"
 
 namespace weightpress {
@@ -13,7 +14,7 @@ namespace {
 
 // sum_k a[k] * b[k] in eight partial sums of a fixed order (the loop vectorises and the bits do
 // not depend on the instruction set; a single running sum would wait on every addition).
-inline double dot(const double* a, const double* b, std::size_t n) {
+WP_FORCE_INLINE double dot(const double* a, const double* b, std::size_t n) {
     double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     std::size_t k = 0;
     for (; k + 8 <= n; k += 8)
@@ -22,26 +23,94 @@ inline double dot(const double* a, const double* b, std::size_t n) {
     return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }
 
-// Lower Cholesky factor of the row-major symmetric matrix a (its lower triangle), in place.
-bool cholesky_lower(double* a, std::size_t n) {
-    for (std::size_t j = 0; j < n; ++j) {
-        double* row_j = a + j * n;
-        const double s = row_j[j] - dot(row_j, row_j, j);
+// H = R R^T with R upper triangular (Cholesky from the bottom-right corner), R in the upper
+// triangle of the row-major symmetric matrix a, in place. Row j of R right of the diagonal
+// is contiguous, so every entry is one dot product of two contiguous row tails:
+//   R[j][j] = sqrt(A[j][j] - <R[j][j+1:], R[j][j+1:]>),
+//   R[i][j] = (A[i][j] - <R[i][j+1:], R[j][j+1:]>) / R[j][j]   for i < j.
+// Columns go in blocks of kCholeskyBlock from the right: first the block's own rows (the
+// plain column-by-column order), then every row above it, each row taking the block's
+// columns right to left, so that the block's rows stay in cache while a row's tail is read
+// once per block rather than once per column, and the rows above split among threads. Every
+// entry is the same expression of the same finished entries as in the column-by-column
+// order, so the bits do not depend on the blocking or the thread count.
+constexpr std::size_t kCholeskyBlock = 64;
+constexpr std::size_t kCholeskyTileRows = 16;
+
+// The block's own rows, column by column; false on a pivot that is not positive.
+WP_FORCE_INLINE bool diagonal_block_impl(double* a, std::size_t n, std::size_t j0, std::size_t j1) {
+    for (std::size_t m = j1; m-- > j0;) {
+        double* row_m = a + m * n;
+        const std::size_t tail = n - m - 1;
+        const double s = row_m[m] - dot(row_m + m + 1, row_m + m + 1, tail);
         if (!(s > 0.0) || !std::isfinite(s)) return false;
         const double d = std::sqrt(s);
-        row_j[j] = d;
-        for (std::size_t i = j + 1; i < n; ++i) {
+        row_m[m] = d;
+        for (std::size_t i = j0; i < m; ++i) {
             double* row_i = a + i * n;
-            row_i[j] = (row_i[j] - dot(row_i, row_j, j)) / d;
+            row_i[m] = (row_i[m] - dot(row_i + m + 1, row_m + m + 1, tail)) / d;
         }
+    }
+    return true;
+}
+WP_MULTIVERSION_FN(bool, diagonal_block, (double* a, std::size_t n, std::size_t j0, std::size_t j1), (a, n, j0, j1),
+                   diagonal_block_impl(a, n, j0, j1))
+
+// Rows [i0, i1) above the block [j0, j1): each row's block columns, right to left.
+WP_FORCE_INLINE int rows_above_impl(double* a, std::size_t n, std::size_t i0, std::size_t i1, std::size_t j0,
+                                    std::size_t j1) {
+    for (std::size_t i = i0; i < i1; ++i) {
+        double* row_i = a + i * n;
+        for (std::size_t m = j1; m-- > j0;) {
+            const double* row_m = a + m * n;
+            row_i[m] = (row_i[m] - dot(row_i + m + 1, row_m + m + 1, n - m - 1)) / row_m[m];
+        }
+    }
+    return 0;
+}
+WP_MULTIVERSION_FN(int, rows_above,
+                   (double* a, std::size_t n, std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1),
+                   (a, n, i0, i1, j0, j1), rows_above_impl(a, n, i0, i1, j0, j1))
+
+bool cholesky_upper_from_below(double* a, std::size_t n, int threads) {
+    for (std::size_t j1 = n; j1 > 0;) {
+        const std::size_t j0 = j1 > kCholeskyBlock ? j1 - kCholeskyBlock : 0;
+        if (!diagonal_block(a, n, j0, j1)) return false;
+        const std::size_t tiles = (j0 + kCholeskyTileRows - 1) / kCholeskyTileRows;
+        parallel_for(tiles, threads, [&](int, std::size_t tile) {
+            rows_above(a, n, tile * kCholeskyTileRows, std::min(j0, (tile + 1) * kCholeskyTileRows), j0, j1);
+        });
         throw_if_cancelled();
+        j1 = j0;
     }
     return true;
 }
 
+// Columns [ja, je) of U by back substitution, each stored as a row of ut.
+WP_FORCE_INLINE int inverse_columns_impl(const double* r, double* ut, std::size_t n, std::size_t ja, std::size_t je) {
+    for (std::size_t i = je; i-- > 0;) {
+        const double* row_i = r + i * n;
+        for (std::size_t j = std::max(i, ja); j < je; ++j) {
+            double* u = ut + j * n;
+            const double s = (i == j ? 1.0 : 0.0) - dot(row_i + i + 1, u + i + 1, j - i);
+            u[i] = s / row_i[i];
+        }
+    }
+    return 0;
+}
+WP_MULTIVERSION_FN(int, inverse_columns, (const double* r, double* ut, std::size_t n, std::size_t ja, std::size_t je),
+                   (r, ut, n, ja, je), inverse_columns_impl(r, ut, n, ja, je))
+
+constexpr std::size_t kInverseColumns = 32;  // columns of U solved together (sharing R's rows)
+
 }  // namespace
 
-bool inverse_hessian_factor(double* h, std::size_t n, double damping) {
+// H^-1 = U^T U with U upper: if H = R R^T (R upper) then H^-1 = R^-T R^-1, so U = R^-1. One
+// factorisation and one triangular inverse (GPTQ's route, a Cholesky of H, an inverse and a
+// Cholesky of H^-1, does twice the work for the same U). Column j of U solves R u = e_j by
+// back substitution; it is stored as row j of U^T, so each step is one contiguous dot, and
+// the columns are independent (threads change nothing in the result).
+bool inverse_hessian_factor(double* h, std::size_t n, double damping, int threads) {
     if (n == 0) return true;
     double mean = 0.0;
     for (std::size_t i = 0; i < n; ++i) {
@@ -52,38 +121,22 @@ bool inverse_hessian_factor(double* h, std::size_t n, double damping) {
     }
     mean /= static_cast<double>(n);
     for (std::size_t i = 0; i < n; ++i) h[i * n + i] += damping * mean;
-    if (!cholesky_lower(h, n)) return false;
-    // X = L^-1 (lower), row by row: X[i] = (e_i - sum_{k<i} L[i][k] X[k]) / L[i][i]
-    std::vector<double> x(n * n, 0.0);
-    for (std::size_t i = 0; i < n; ++i) {
-        double* xi = x.data() + i * n;
-        xi[i] = 1.0;
-        for (std::size_t k = 0; k < i; ++k) {
-            const double l = h[i * n + k];
-            const double* xk = x.data() + k * n;
-            for (std::size_t j = 0; j <= k; ++j) xi[j] -= l * xk[j];
-        }
-        const double d = h[i * n + i];
-        for (std::size_t j = 0; j <= i; ++j) xi[j] /= d;
-    }
-    // H^-1 = X^T X, its lower triangle: sum over k of the outer product of row k with itself
-    std::fill(h, h + n * n, 0.0);
-    for (std::size_t k = 0; k < n; ++k) {
-        const double* xk = x.data() + k * n;
-        for (std::size_t i = 0; i <= k; ++i) {
-            const double v = xk[i];
-            double* hi = h + i * n;
-            for (std::size_t j = 0; j <= i; ++j) hi[j] += v * xk[j];
-        }
-    }
-    throw_if_cancelled();
-    // U = (lower Cholesky factor of H^-1)^T
-    if (!cholesky_lower(h, n)) return false;
+    // the upper triangle is the one used: mirror the lower one into it (H is symmetric; take
+    // the caller's lower triangle as the truth, as the former route did)
     for (std::size_t i = 0; i < n; ++i)
-        for (std::size_t j = i + 1; j < n; ++j) {
-            h[i * n + j] = h[j * n + i];
-            h[j * n + i] = 0.0;
-        }
+        for (std::size_t j = i + 1; j < n; ++j) h[i * n + j] = h[j * n + i];
+    if (!cholesky_upper_from_below(h, n, threads)) return false;
+    // ut row j = column j of U: u[i] = (delta_ij - sum_{k=i+1..j} R[i][k] u[k]) / R[i][i], for
+    // i = j down to 0 (row i of R right of its diagonal is contiguous, as is u). Columns go
+    // kInverseColumns at a time so that each row of R is read once for all of them; each
+    // entry is the same expression whatever the grouping.
+    std::vector<double> ut(n * n, 0.0);
+    parallel_for((n + kInverseColumns - 1) / kInverseColumns, threads, [&](int, std::size_t group) {
+        const std::size_t ja = group * kInverseColumns;
+        inverse_columns(h, ut.data(), n, ja, std::min(n, ja + kInverseColumns));
+    });
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t j = 0; j < n; ++j) h[i * n + j] = j >= i ? ut[j * n + i] : 0.0;
     return true;
 }
 
@@ -156,29 +209,81 @@ struct Nearest {
     }
 };
 
-constexpr std::size_t kTileRows = 8;  // rows sharing each pass over a row of U
+// The column loop in blocks of kBlockCols (GPTQ's lazy batch): within a block each column's
+// error updates only the block's later columns; after the block, its errors update the columns
+// right of it in one pass, chunk by chunk (kChunkCols), so a chunk of U's block rows is read
+// from cache by every row of the tile. Every element still receives its updates one column
+// at a time in ascending column order, each rounded on its own (no fused multiply-add), so
+// the bits are those of the plain column-by-column loop whatever the block, chunk, tile or
+// thread count.
+constexpr std::size_t kBlockCols = 64;
+constexpr std::size_t kChunkCols = 256;
+constexpr std::size_t kMaxTileRows = 64;
+
+// wr[j] -= e_i * U[i][j] for the block's columns i in [i0, i1) ascending and j in [j0, j1):
+// four columns per pass over wr, each update still its own rounded product and difference
+// in the same order.
+WP_FORCE_INLINE int trailing_update_impl(double* __restrict wr, const double* er, const double* u, std::size_t cols,
+                                         std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
+    std::size_t i = i0;
+    for (; i + 4 <= i1; i += 4) {
+        const double e0 = er[i - i0], e1 = er[i + 1 - i0], e2 = er[i + 2 - i0], e3 = er[i + 3 - i0];
+        const double* __restrict u0 = u + i * cols;
+        const double* __restrict u1 = u0 + cols;
+        const double* __restrict u2 = u1 + cols;
+        const double* __restrict u3 = u2 + cols;
+        for (std::size_t j = j0; j < j1; ++j) {
+            double x = wr[j];
+            x -= e0 * u0[j];
+            x -= e1 * u1[j];
+            x -= e2 * u2[j];
+            x -= e3 * u3[j];
+            wr[j] = x;
+        }
+    }
+    for (; i < i1; ++i) {
+        const double e = er[i - i0];
+        const double* __restrict ui = u + i * cols;
+        for (std::size_t j = j0; j < j1; ++j) wr[j] -= e * ui[j];
+    }
+    return 0;
+}
+WP_MULTIVERSION_FN(int, trailing_update,
+                   (double* wr, const double* er, const double* u, std::size_t cols, std::size_t i0, std::size_t i1,
+                    std::size_t j0, std::size_t j1),
+                   (wr, er, u, cols, i0, i1, j0, j1), trailing_update_impl(wr, er, u, cols, i0, i1, j0, j1))
 
 }  // namespace
 
 void error_feedback(double* w, std::size_t rows, std::size_t cols, const double* u, const FeedbackTarget& target,
                     std::int32_t* codes, int threads) {
     const Nearest nearest(target, rows, cols);
-    const std::size_t tiles = (rows + kTileRows - 1) / kTileRows;
+    // tiles small enough that every worker gets one
+    const std::size_t workers = static_cast<std::size_t>(worker_count(rows, threads));
+    const std::size_t tile_rows = std::max<std::size_t>(1, std::min(kMaxTileRows, (rows + workers - 1) / workers));
+    const std::size_t tiles = (rows + tile_rows - 1) / tile_rows;
     parallel_for(tiles, threads, [&](int, std::size_t tile) {
-        const std::size_t r0 = tile * kTileRows, r1 = std::min(rows, r0 + kTileRows);
-        double err[kTileRows];
-        for (std::size_t i = 0; i < cols; ++i) {
-            const double* ui = u + i * cols;
-            for (std::size_t r = r0; r < r1; ++r) {
-                const double x = w[r * cols + i];
-                const double v = nearest(r, i, x, codes[r * cols + i]);
-                err[r - r0] = (x - v) / ui[i];
+        const std::size_t r0 = tile * tile_rows, r1 = std::min(rows, r0 + tile_rows);
+        std::vector<double> err((r1 - r0) * kBlockCols);
+        for (std::size_t i0 = 0; i0 < cols; i0 += kBlockCols) {
+            const std::size_t i1 = std::min(cols, i0 + kBlockCols);
+            for (std::size_t i = i0; i < i1; ++i) {
+                const double* ui = u + i * cols;
+                for (std::size_t r = r0; r < r1; ++r) {
+                    double* wr = w + r * cols;
+                    const double x = wr[i];
+                    const double v = nearest(r, i, x, codes[r * cols + i]);
+                    const double e = (x - v) / ui[i];
+                    err[(r - r0) * kBlockCols + (i - i0)] = e;
+                    for (std::size_t j = i + 1; j < i1; ++j) wr[j] -= e * ui[j];
+                }
             }
-            for (std::size_t r = r0; r < r1; ++r) {
-                double* wr = w + r * cols;
-                const double e = err[r - r0];
-                for (std::size_t j = i + 1; j < cols; ++j) wr[j] -= e * ui[j];
+            for (std::size_t j0 = i1; j0 < cols; j0 += kChunkCols) {
+                const std::size_t j1 = std::min(cols, j0 + kChunkCols);
+                for (std::size_t r = r0; r < r1; ++r)
+                    trailing_update(w + r * cols, err.data() + (r - r0) * kBlockCols, u, cols, i0, i1, j0, j1);
             }
+            throw_if_cancelled();
         }
     });
 }

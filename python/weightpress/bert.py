@@ -84,7 +84,7 @@ class Attention(nn.Module):
         self.self = SelfAttention(s)
         self.output = Residual(s, s.hidden)
 
-    def forward(self, x, mask_bias):
+    def forward(self, x, mask_bias=None):
         return self.output(self.self(x, mask_bias), x)
 
 
@@ -104,7 +104,7 @@ class Layer(nn.Module):
         self.intermediate = Intermediate(s)
         self.output = Residual(s, s.intermediate)
 
-    def forward(self, x, mask_bias):
+    def forward(self, x, mask_bias=None):
         attended = self.attention(x, mask_bias)
         return self.output(self.intermediate(attended), attended)
 
@@ -114,7 +114,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(Layer(s) for _ in range(s.layers))
 
-    def forward(self, x, mask_bias):
+    def forward(self, x, mask_bias=None):
         for layer in self.layer:
             x = layer(x, mask_bias)
         return x

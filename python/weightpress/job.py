@@ -24,7 +24,9 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional
+
+import numpy as np
 
 from ._arrays import num_threads_default
 from .config import Config, MixedConfig, as_config
@@ -51,6 +53,7 @@ class JobResult:
     skipped: List[str] = field(default_factory=list)  # "name: reason" (streaming)
     rows: Optional[list] = None  # per-weight SSE and PSNR, with report=True
     notes: List[str] = field(default_factory=list)
+    calibrated: Dict[str, str] = field(default_factory=dict)  # const: how calibration chose its numbers
 
     @property
     def target(self) -> str:
@@ -92,7 +95,7 @@ def check_output(input_path: str, output: str, overwrite: bool) -> None:
 def compress_model(input: str, output: str, config, *, target: Optional[str] = None, engine: str = "auto",
                    max_memory: Optional[int] = None, num_threads: Optional[int] = None, overwrite: bool = False,
                    report: bool = False, progress: bool = False, verify: bool = False, notes=None,
-                   calibration=None) -> JobResult:
+                   calibration=None, error_feedback: bool = True, damping="auto") -> JobResult:
     """Compresses the .mlpackage `input` into `output`.
 
     config: a weightpress Config (or anything as_config takes: op configs, MethodConfigs,
@@ -103,9 +106,15 @@ def compress_model(input: str, output: str, config, *, target: Optional[str] = N
     weight decoded and compared with what was computed; in memory: the files validated).
     notes: a stream that receives remarks as they happen (they are also in result.notes).
     calibration: "minilm", "MODULE:FUNCTION", a callable returning (torch model, sample
-    inputs), or that pair: k-means palettization then weighs each weight by its input
-    channel's E[x^2] on those inputs (weightpress.calibrate); consts without a Linear/Conv
-    module are compressed without data, each named in a note. Streaming engine only.
+    inputs), or that pair (weightpress.calibrate): k-means palettization weighs each weight
+    by its input channel's E[x^2] on those inputs, and with error_feedback the LUT indices or
+    quantized integers of Linear and Conv weights are chosen by error feedback on X^T X of
+    their inputs (damping: "auto", cross-validated per layer on the calibration inputs with
+    plain rounding kept where it scores better, or a number, relative to the mean diagonal
+    of X^T X). Consts without a
+    Linear/Conv module are compressed without data, and layers whose X^T X exceeds the memory
+    budget are activation-weighted only; each is named in a note, and result.calibrated says
+    how every calibrated const was done. Streaming engine only.
     """
     start = time.perf_counter()
     config = as_config(config)
@@ -118,7 +127,8 @@ def compress_model(input: str, output: str, config, *, target: Optional[str] = N
         raise ConfigError("quantize: fit 'best' runs on the streaming engine only (joint compression and the "
                           "in-memory engine run coremltools' passes, which take its own parameters)")
     if calibration is not None:
-        _check_calibrated(config, engine)
+        _check_calibrated(config, engine, error_feedback)
+    damping = _check_damping(damping)
     check_output(input, output, overwrite)
     package = open_package(input)
     spec = load_spec(package)
@@ -145,12 +155,19 @@ def compress_model(input: str, output: str, config, *, target: Optional[str] = N
         note(target_note)
     for stale in remove_stale_staging(output):
         note(f"removed {stale}, left staged by an interrupted run")
-    moments = None
-    if calibration is not None:
-        moments = _calibration_moments(calibration, input, config, note)
+    stats = None
     try:
-        return _run_engine(result, package, spec, input, output, config, spec_version, engine, max_memory,
-                           num_threads, overwrite, report, progress, verify, note, start, moments)
+        if calibration is not None:
+            from .mlpackage.stream import default_budget
+
+            with num_threads_default(num_threads):
+                stats = _calibration_statistics(calibration, input, config, note, max_memory or default_budget(),
+                                                error_feedback, damping)
+        done = _run_engine(result, package, spec, input, output, config, spec_version, engine, max_memory,
+                           num_threads, overwrite, report, progress, verify, note, start, stats)
+        if stats is not None:
+            _calibration_summary(done.calibrated, stats.weighted_only, note)
+        return done
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
             raise
@@ -160,40 +177,86 @@ def compress_model(input: str, output: str, config, *, target: Optional[str] = N
         raise OutOfSpaceError(f"cannot write {output}: {exc.strerror} (the output needs up to {need / 1e6:.1f} MB, "
                               f"the size of the input; {free / 1e6:.1f} MB free in {parent}); nothing was "
                               "written") from None
+    finally:
+        if stats is not None:
+            stats.close()
 
 
-def _check_calibrated(config, engine):
-    """Calibration weighs k-means palettization, on the streaming engine."""
-    from .config import PalettizeConfig
+def _check_calibrated(config, engine, error_feedback):
+    """Calibration weighs k-means palettization and, with error feedback, chooses the indices
+    of LUTs and the integers of quantization; on the streaming engine."""
+    from .config import PalettizeConfig, QuantizeConfig
 
     if config.joint or engine == "in-memory":
         raise ConfigError("calibrate: runs on the streaming engine only (joint compression and the in-memory engine "
                           "run coremltools' passes)")
-    if not any(isinstance(c, PalettizeConfig) and c.mode == "kmeans" for step in config.steps for c in step.all()):
-        raise ConfigError("calibrate: applies to k-means palettization (--palettize N); quantization and pruning "
-                          "do not use calibration data yet")
+    configs = [c for step in config.steps for c in step.all() if c is not None]
+    if any(isinstance(c, PalettizeConfig) and c.mode == "kmeans" for c in configs):
+        return
+    if error_feedback and any(isinstance(c, QuantizeConfig) or (isinstance(c, PalettizeConfig) and c.mode == "uniform")
+                              for c in configs):
+        return
+    raise ConfigError("calibrate: applies to k-means palettization and, with error feedback, to uniform LUTs and "
+                      "quantization; pruning does not use calibration data"
+                      + ("" if error_feedback else " (error feedback is off)"))
 
 
-def _calibration_moments(calibration, input, config, note):
-    """E[x^2] per input channel of every const with a torch Linear/Conv module; the others
-    named in a note (they are compressed without data)."""
+def _check_damping(damping):
+    """None for "auto" (cross-validated), else the number."""
+    if damping == "auto" or damping is None:
+        return None
+    try:
+        value = float(damping)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not (value >= 0 and np.isfinite(value)):
+        raise ConfigError(f"calibrate: damping must be 'auto' or a finite number >= 0, got {damping!r}")
+    return value
+
+
+def _calibration_statistics(calibration, input, config, note, budget, error_feedback, damping=None):
+    """E[x^2] per input channel and (error feedback) X^T X of every const with a torch
+    Linear/Conv module, within the memory budget; the consts left without data or without
+    X^T X named in notes."""
     from . import calibrate
     from .plan.sources import package_consts
 
     model, inputs = calibrate.resolve(calibration)
     thresholds = [c.weight_threshold for step in config.steps for c in step.all() if c is not None]
     consts = [n for n, (shape, _) in package_consts(input, min(thresholds, default=0)).items() if len(shape) >= 2]
-    moments, unmapped = calibrate.input_moments(model, inputs, consts)
-    if not moments:
+    stats = calibrate.layer_statistics(model, inputs, consts, error_feedback=error_feedback, budget=budget,
+                                       damping=damping)
+    if not stats.moments:
+        stats.close()
         raise ConfigError("calibrate: no const of the package matches a Linear or Conv weight of the torch model")
-    if unmapped:
-        note(f"calibration: no torch Linear/Conv module for {len(unmapped)} const(s), compressed without data: "
-             f"{', '.join(unmapped)}")
-    return moments
+    if stats.unmapped:
+        note(f"calibration: no torch Linear/Conv module for {len(stats.unmapped)} const(s), compressed without data: "
+             f"{', '.join(stats.unmapped)}")
+    for const, why in stats.weighted_only.items():
+        note(f"calibration: {const}: activation weighting only, no error feedback: {why}")
+    if stats.hessian_files:
+        note(f"calibration: X^T X of {len(stats.hessian_files)} layer(s) in {stats.passes} pass(es) over the inputs, "
+             f"{stats.seconds:.1f} s")
+    return stats
+
+
+def _calibration_summary(calibrated, noted, note):
+    """A note for each const the memory budget kept from error feedback while compressing
+    (those the statistics left out were named already), then one counting how the
+    calibrated consts were done."""
+    for name, how in calibrated.items():
+        if "--max-memory" in how and name not in noted:
+            note(f"calibration: {name}: {how}")
+    counts = {}
+    for how in calibrated.values():
+        key = how.split(" (")[0]
+        counts[key] = counts.get(key, 0) + 1
+    if counts:
+        note("calibration: " + "; ".join(f"{n} x {how}" for how, n in sorted(counts.items(), key=lambda kv: -kv[1])))
 
 
 def _run_engine(result, package, spec, input, output, config, spec_version, engine, max_memory, num_threads,
-                overwrite, report, progress, verify, note, start, moments=None):
+                overwrite, report, progress, verify, note, start, calibration=None):
     from .mlpackage.stream import StreamingUnsupported, default_budget, stream_compress
 
     budget = max_memory or default_budget()
@@ -204,13 +267,14 @@ def _run_engine(result, package, spec, input, output, config, spec_version, engi
                     raise StreamingUnsupported("joint compression (more than one method)")
                 streamed = stream_compress(package, spec, output, config.steps[0], spec_version, budget=budget,
                                            overwrite=overwrite, progress=progress, report=report, verify=verify,
-                                           moments=moments)
+                                           calibration=calibration)
             except StreamingUnsupported as exc:
-                if engine == "streaming" or isinstance(config.steps[0], MixedConfig) or moments is not None:
+                if engine == "streaming" or isinstance(config.steps[0], MixedConfig) or calibration is not None:
                     raise ConfigError(f"the streaming engine does not support {exc}") from None
                 note(_fallback(package, str(exc), budget))
             else:
                 result.compressed, result.skipped, result.rows = streamed.compressed, streamed.skipped, streamed.rows
+                result.calibrated = streamed.calibrated
                 return _finish(result, input, output, start)
         from .coreml.engine import compress_in_memory
 

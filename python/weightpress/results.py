@@ -116,20 +116,26 @@ def _quant_parts_of(q: "QuantizeResult", data_count: int, data_name: str = "data
 # ---------------------------------------------------------------- error feedback
 
 
-def _feedback_factor(reference: np.ndarray, hessian, damping: float, op: str) -> np.ndarray:
-    """Checks a 2-D weight and its input Hessian; U of weightpress/error_feedback.h."""
-    if reference.ndim != 2:
-        raise ValueError(f"{op}: error feedback takes a 2-D weight (output, input channels), got shape "
-                         f"{reference.shape}")
+def _feedback_matrix(reference: np.ndarray, op: str) -> np.ndarray:
+    """The weight as error feedback sees it: (output channels, inputs), a conv weight's
+    (in, kernel...) axes flattened in the order torch's unfold lays out its input columns."""
+    if reference.ndim < 2:
+        raise ValueError(f"{op}: error feedback takes a weight with output channels on axis 0 and inputs after, got "
+                         f"shape {reference.shape}")
+    return reference.reshape(reference.shape[0], -1)
+
+
+def _feedback_factor(reference: np.ndarray, hessian, damping: float, op: str, num_threads=None) -> np.ndarray:
+    """Checks a weight and its input Hessian; U of weightpress/error_feedback.h."""
     h = np.asarray(hessian, dtype=np.float64)
-    cols = reference.shape[1]
+    cols = _feedback_matrix(reference, op).shape[1]
     if h.shape != (cols, cols):
-        raise ValueError(f"{op}: the Hessian must be {cols}x{cols} (the weight's input channels), got {h.shape}")
+        raise ValueError(f"{op}: the Hessian must be {cols}x{cols} (the weight's inputs), got {h.shape}")
     if not np.all(np.isfinite(h)):
         raise ValueError(f"{op}: the Hessian holds NaN or Inf")
     if not (isinstance(damping, (int, float)) and damping >= 0 and np.isfinite(damping)):
         raise ValueError(f"{op}: damping must be a finite number >= 0, got {damping!r}")
-    u = _core.inverse_hessian_factor(np.ascontiguousarray(h), float(damping))
+    u = _core.inverse_hessian_factor(np.ascontiguousarray(h), float(damping), threads_arg(num_threads, op))
     if u is None:
         raise ValueError(f"{op}: the Hessian is not positive definite with damping {damping}; raise the damping")
     return u
@@ -198,18 +204,20 @@ class PalettizeResult(CompressedWeight):
         """The same LUTs, the indices chosen by error feedback (GPTQ-style, input column by
         input column, each rounding error pushed into the columns not yet rounded through the
         damped inverse of `hessian` = X^T X of the layer's inputs; weightpress/error_feedback.h).
-        A 2-D weight with its input channels on axis 1, LUTs per tensor or per group of output
-        channels (axis 0), scalar and without a per-channel scale."""
+        A weight with its output channels on axis 0 and its inputs after (a conv weight's
+        (in, kernel...) axes taken together, as torch's unfold orders them), LUTs per tensor or
+        per group of output channels (axis 0), scalar and without a per-channel scale."""
         op = "palettize"
         if self.cluster_dim != 1 or self.per_channel_scale is not None or self.channel_axis != 0:
             raise ValueError(f"{op}: error feedback takes scalar LUTs over output channels (channel_axis 0) "
                              "without a per-channel scale")
-        u = _feedback_factor(self._reference, hessian, damping, op)
-        rows, cols = self.shape
+        u = _feedback_factor(self._reference, hessian, damping, op, num_threads)
+        matrix = _feedback_matrix(self._reference, op)
+        rows = matrix.shape[0]
         groups = self._lut_groups.shape[0]
         entries = np.ascontiguousarray(self._lut_groups[:, :, 0], dtype=np.float32)
         lut_of_row = (np.arange(rows) // (rows // groups)).astype(np.int32)
-        codes = _core.error_feedback(self._reference.astype(np.float64), u, self._reference.dtype == np.float16,
+        codes = _core.error_feedback(matrix.astype(np.float64), u, self._reference.dtype == np.float16,
                                      entries=entries, lut_of_row=lut_of_row, threads=threads_arg(num_threads, op))
         parts = LutParts(self.nbits, self.mode, self.channel_axis, self.group_size, 1, self._lut_groups,
                          codes.astype(np.uint8).reshape(groups, -1), None, self.num_clusters, None, None)
@@ -361,24 +369,28 @@ class QuantizeResult(CompressedWeight):
 
     def error_feedback(self, hessian, damping: float = 0.01, num_threads=None) -> "QuantizeResult":
         """The same scales and zero points, the integers chosen by error feedback (GPTQ-style;
-        see PalettizeResult.error_feedback) over the dtype's full range. A 2-D weight with its
-        input channels on axis 1; scales per tensor, per output channel or per block along
-        the input."""
+        see PalettizeResult.error_feedback) over the dtype's full range. Output channels on
+        axis 0, inputs after (a conv weight's kernel axes unblocked); scales per tensor, per
+        output channel or per block along the input channels."""
         op = "quantize"
-        u = _feedback_factor(self._reference, hessian, damping, op)
-        rows, cols = self.shape
-        grid_rows, grid_cols = self.scale.shape
-        col_block = cols // grid_cols
+        u = _feedback_factor(self._reference, hessian, damping, op, num_threads)
+        matrix = _feedback_matrix(self._reference, op)
+        rows, cols = matrix.shape
+        if any(m != 1 for m in self.scale.shape[2:]):
+            raise ValueError(f"{op}: error feedback takes blocks along axes 0 and 1 only, got scales of shape "
+                             f"{self.scale.shape}")
+        grid_rows, grid_cols = self.scale.shape[0], self.scale.shape[1]
+        col_block = cols // grid_cols  # a block of input channels spans their kernel positions
         expand = rows // grid_rows  # per-tensor scales repeat down the rows
-        scales = np.repeat(self.scale.astype(np.float32), expand, axis=0)
+        scales = np.repeat(self.scale.reshape(grid_rows, grid_cols).astype(np.float32), expand, axis=0)
         zero_points = None
         if self.offset is not None:
-            zero_points = np.repeat(self.offset.astype(np.int32), expand, axis=0)
+            zero_points = np.repeat(self.offset.reshape(grid_rows, grid_cols).astype(np.int32), expand, axis=0)
         qmin, qmax = (-(1 << (self.nbits - 1)), (1 << (self.nbits - 1)) - 1) if self.signed else (0, (1 << self.nbits) - 1)
-        codes = _core.error_feedback(self._reference.astype(np.float64), u, self._reference.dtype == np.float16,
+        codes = _core.error_feedback(matrix.astype(np.float64), u, self._reference.dtype == np.float16,
                                      scales=np.ascontiguousarray(scales), zero_points=zero_points,
                                      col_block=col_block, qmin=qmin, qmax=qmax, threads=threads_arg(num_threads, op))
-        data = codes.astype(np.int8 if self.signed else np.uint8)
+        data = codes.astype(np.int8 if self.signed else np.uint8).reshape(self.shape)
         return QuantizeResult(self._reference, QuantParts(self.dtype, self.mode, self.block_sizes, data, self.scale,
                                                           self.offset))
 

@@ -18,10 +18,11 @@
 
 namespace weightpress {
 
-// Step 1 and 2 in place: H (n x n, row-major, symmetric) becomes U (upper triangle; the
-// strict lower triangle is zeroed). Returns false when H is not positive definite even after
-// damping (NaN in the statistics, or damping 0 with a rank-deficient H).
-bool inverse_hessian_factor(double* h, std::size_t n, double damping);
+// Step 1 and 2 in place: H (n x n, row-major, symmetric; its lower triangle is read) becomes
+// U (upper triangle; the strict lower triangle is zeroed). Returns false when H is not
+// positive definite even after damping (NaN in the statistics, or damping 0 with a
+// rank-deficient H). The result does not depend on `threads`.
+bool inverse_hessian_factor(double* h, std::size_t n, double damping, int threads = 1);
 
 // What a weight element may become.
 struct FeedbackTarget {

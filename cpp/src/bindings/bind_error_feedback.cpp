@@ -14,7 +14,8 @@ namespace weightpress::bindings {
 void register_error_feedback(py::module_& m) {
     m.def(
         "inverse_hessian_factor",
-        [](py::array_t<double, py::array::c_style | py::array::forcecast> hessian, double damping) -> py::object {
+        [](py::array_t<double, py::array::c_style | py::array::forcecast> hessian, double damping,
+           int threads) -> py::object {
             if (hessian.ndim() != 2 || hessian.shape(0) != hessian.shape(1))
                 throw py::value_error("error_feedback: the Hessian must be square");
             const std::size_t n = static_cast<std::size_t>(hessian.shape(0));
@@ -22,13 +23,13 @@ void register_error_feedback(py::module_& m) {
             std::copy(hessian.data(), hessian.data() + n * n, u.mutable_data());
             double* p = u.mutable_data();
             bool ok = false;
-            run_cancellable([&] { ok = inverse_hessian_factor(p, n, damping); });
+            run_cancellable([&] { ok = inverse_hessian_factor(p, n, damping, threads); });
             if (!ok) return py::none();
             return std::move(u);
         },
-        py::arg("hessian"), py::arg("damping"),
+        py::arg("hessian"), py::arg("damping"), py::arg("threads") = 1,
         "U, the upper Cholesky factor of (H + damping * mean(diag H) * I)^-1, or None when that is not "
-        "positive definite");
+        "positive definite (the same bits for any thread count)");
     m.def(
         "error_feedback",
         [](py::array_t<double, py::array::c_style | py::array::forcecast> weight,

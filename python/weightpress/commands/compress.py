@@ -38,7 +38,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibrate", metavar="MODULE:FUNCTION", default=None,
                    help="the source torch model and sample inputs (FUNCTION() returns them; 'minilm' for the "
                         "embedded MiniLM): k-means palettization weighs each weight by its input channel's "
-                        "E[x^2] on them")
+                        "E[x^2] on them, and error feedback chooses the LUT indices / quantized integers of "
+                        "Linear and Conv weights from X^T X of their inputs (docs/calibration.md)")
+    p.add_argument("--no-error-feedback", dest="error_feedback", action="store_false",
+                   help="with --calibrate: activation-weighted k-means only (no X^T X, one forward pass)")
+    p.add_argument("--damping", default="auto", metavar="auto|D",
+                   help="with --calibrate: error feedback's damping, relative to the mean diagonal of X^T X; "
+                        "'auto' (default) cross-validates it per layer on the calibration inputs, a number "
+                        "skips that (one feedback pass per layer)")
 
 
 def check_backend(name: str) -> None:
@@ -59,6 +66,10 @@ def run(args) -> int:
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
     check_backend(args.backend)
+    if not args.error_feedback and args.calibrate is None:
+        raise UsageError("--no-error-feedback needs --calibrate")
+    if args.damping != "auto" and args.calibrate is None:
+        raise UsageError("--damping needs --calibrate")
     config = config_from_args(args)
     engine = "in-memory" if args.in_memory else "auto"
     print(f"compressing {args.input}: {config.describe()}", file=sys.stderr, flush=True)
@@ -66,7 +77,8 @@ def run(args) -> int:
         result = compress_model(args.input, args.output, config, target=args.target, engine=engine,
                                 max_memory=args.max_memory, num_threads=args.threads, overwrite=args.force,
                                 report=bool(args.report or args.report_json), progress=sys.stderr.isatty(),
-                                verify=args.verify, notes=sys.stderr, calibration=args.calibrate)
+                                verify=args.verify, notes=sys.stderr, calibration=args.calibrate,
+                                error_feedback=args.error_feedback, damping=args.damping)
     except WeightpressError as exc:
         raise UsageError(str(exc)) from None
     print(f"wrote {args.output} ({result.engine}, target {result.target})")

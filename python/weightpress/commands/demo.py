@@ -9,6 +9,7 @@ the same model carrying the compressed weights read back from each written .mlpa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -25,6 +26,9 @@ def add_arguments(p) -> None:
                    help="where the converted model and outputs go (default: a cache directory)")
     p.add_argument("--coremltools-workers", type=int, default=1,
                    help="num_kmeans_workers for the coremltools run (default 1)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="add a row compressed with calibration data (compress --calibrate minilm: the "
+                        "project's calibration sentences, none of which the table's sentences are)")
 
 
 def _workdir(arg) -> str:
@@ -105,17 +109,15 @@ def run(args) -> int:
 
     out = os.path.join(workdir, "minilm-weightpress.mlpackage")
     t = _step(f"weightpress: {config.describe()}")
-    stream_log = logging.getLogger("weightpress.stream")
-    level = stream_log.level
-    stream_log.setLevel(logging.ERROR)  # skips are summarised below the table
-    try:
-        job = compress_model(src, out, config, overwrite=True, report=True, num_threads=args.threads)
-    except WeightpressError as exc:
-        raise UsageError(str(exc)) from None
-    finally:
-        stream_log.setLevel(level)
+    with _skips_summarised():
+        try:
+            job = compress_model(src, out, config, overwrite=True, report=True, num_threads=args.threads)
+        except WeightpressError as exc:
+            raise UsageError(str(exc)) from None
     results["weightpress"] = dict(out=out, seconds=job.seconds, rows=job.rows)
     _done(t)
+    if args.calibrate:
+        _calibrated(src, workdir, results, config, (model, tokenizer(minilm.CALIBRATION)), args.threads)
     _planned(src, workdir, results, args.threads)
 
     t = _step("reading the weights back and embedding sentences")
@@ -152,6 +154,35 @@ def run(args) -> int:
         print(f"  {c:.4f}  {s}")
     sys.stdout.flush()
     return 0
+
+
+@contextlib.contextmanager
+def _skips_summarised():
+    """The stream's skip warnings stay quiet: they are summarised below the table."""
+    stream_log = logging.getLogger("weightpress.stream")
+    level = stream_log.level
+    stream_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        stream_log.setLevel(level)
+
+
+def _calibrated(src, workdir, results, config, calibration, threads) -> None:
+    """The calibrated row: the same config, compress --calibrate with the calibration
+    sentences (activation-weighted k-means, error feedback)."""
+    from ..job import compress_model
+
+    out = os.path.join(workdir, "minilm-calibrated.mlpackage")
+    t = _step(f"weightpress, calibrated on {len(calibration[1]['input_ids'])} sentences: {config.describe()}")
+    with _skips_summarised():
+        try:
+            job = compress_model(src, out, config, overwrite=True, report=True, num_threads=threads,
+                                 calibration=calibration)
+        except WeightpressError as exc:
+            raise UsageError(str(exc)) from None
+    results["calibrated"] = dict(out=out, seconds=job.seconds, rows=job.rows)
+    _done(t)
 
 
 def _planned(src, workdir, results, threads) -> None:

@@ -22,7 +22,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -52,6 +52,9 @@ class StreamResult:
     bytes_in: int = 0
     bytes_out: int = 0
     seconds: float = 0.0
+    # calibration: how each calibrated const's numbers were chosen ("error feedback, damping
+    # 0.3", "activation-weighted", "plain rounding: held-out folds preferred it")
+    calibrated: Dict[str, str] = field(default_factory=dict)
 
 
 def default_budget() -> int:
@@ -87,14 +90,15 @@ def estimate_bytes(cfg: OpConfig, dtype_size: int, shape, channel_axis: Optional
 
 def stream_compress(package: ModelPackage, spec, out_path: str, config: MethodConfig, spec_version: int, *,
                     budget: int, overwrite: bool = False, progress: bool = False,
-                    report: bool = False, verify: bool = False, moments=None) -> StreamResult:
+                    report: bool = False, verify: bool = False, calibration=None) -> StreamResult:
     """Compresses `package` (its parsed `spec`) into `out_path` with one method's config at
     `spec_version`, publishing the output atomically. Raises StreamingUnsupported before
     anything is published when the config or the program needs the in-memory engine.
     verify: before publishing, every compressed const is decoded from what was written and
     compared with what was computed (VerifyError names the first that differs).
-    moments: {const name: E[x^2] per input channel} (weightpress.calibrate): k-means
-    palettization of those consts weighs every element by its input channel's."""
+    calibration: weightpress.calibrate.LayerStatistics: k-means palettization of the consts it
+    measured weighs every element by its input channel's E[x^2]; where it holds X^T X, the
+    LUT's indices or the quantized integers are chosen by error feedback."""
     from .proto import modules
 
     start = time.perf_counter()
@@ -119,7 +123,7 @@ def stream_compress(package: ModelPackage, spec, out_path: str, config: MethodCo
                 function = functions[name]
                 block = function.block_specializations[function.opset]
                 walk = _Walk(config, Graph(block), reader, writer, shared, spec_version, budget, result, bar, verify,
-                             function=name if len(names) > 1 else None, moments=moments)
+                             function=name if len(names) > 1 else None, calibration=calibration)
                 walk.block(block)
                 _rename_uses(block, walk.renames)
                 walks.append(walk)
@@ -185,7 +189,7 @@ class _Walk:
     """One pass over the program: every const kept (its blobs copied) or replaced."""
 
     def __init__(self, config, graph, reader, writer, shared, spec_version, budget, result, bar, verify=False,
-                 function=None, moments=None):
+                 function=None, calibration=None):
         self.config, self.graph, self.reader, self.writer = config, graph, reader, writer
         self.shared, self.emitter = shared, shared.emitter
         self.spec_version, self.budget, self.result, self.bar = spec_version, budget, result, bar
@@ -193,7 +197,9 @@ class _Walk:
         self.copied = shared.copied  # kept blobs are copied once across functions
         self.renames = {}
         self.checks = [] if verify else None  # (const name, its ops, digest of what was computed)
-        self.moments = moments or {}  # calibration: E[x^2] per input channel, by const name
+        self.calibration = calibration  # weightpress.calibrate.LayerStatistics, or None
+        self.moments = calibration.moments if calibration is not None else {}
+        self.hessians = calibration.hessian_files if calibration is not None else {}
 
     def block(self, blk):
         new_ops = []
@@ -251,6 +257,16 @@ class _Walk:
         need = estimate_bytes(cfg, np.dtype(np_dtype).itemsize, shape, channel_axis)
         if name in self.moments:
             need += 8 * size  # the per-element importance, float64
+        feedback_over = None  # why error feedback does not fit the budget for this const
+        if name in self.hessians:
+            from ..calibrate import hessian_bytes, size_text
+
+            extra = hessian_bytes(size // shape[0], len(self.hessians[name])) + 16 * size  # + float64 weight copies
+            if need + extra <= self.budget or need > self.budget:
+                need += extra
+            else:  # the const alone fits: compressed with activation weighting only
+                feedback_over = (f"error feedback needs about {size_text(need + extra)}, over the "
+                                 f"{size_text(self.budget)} budget (--max-memory)")
         if self.result.rows is not None:
             need += 24 * size  # the SSE: a decompressed copy and float64 differences
         if need > self.budget:
@@ -272,6 +288,8 @@ class _Walk:
             raise WeightFileError(f"const {name}: {exc}") from None
         try:
             r = self.compress(name, weight, cfg, sizes, channel_axis, in_axis)
+            if r is not None and name in self.moments:
+                r = self.calibrate(name, r, in_axis, feedback_over)
         except NonFiniteWeightError as exc:
             # the kernels found NaN/Inf in their own pass (no separate scan of every weight)
             if isinstance(cfg, QuantizeConfig) and not exc.is_nan:
@@ -363,6 +381,32 @@ class _Walk:
         if cfg.n_m_ratio is not None:
             return prune(weight, n_m_ratio=cfg.n_m_ratio, dim=cfg.dim)
         return prune(weight, target_sparsity=cfg.target_sparsity, block_size=cfg.block_size, dim=cfg.dim)
+
+    def calibrate(self, name, r, in_axis, feedback_over=None):
+        """Error feedback on a compressed const whose X^T X calibration measured, where its
+        format allows (inputs on axis 1, scalar LUTs per tensor or per group of output
+        channels without a per-channel scale, quantization blocked along axes 0 and 1);
+        records how the const's numbers were chosen."""
+        from ..calibrate import feed_back
+
+        weighted = "activation-weighted" if hasattr(r, "lut") and r.mode == "kmeans" else "data-free"
+        why = self.calibration.weighted_only.get(name) or feedback_over
+        if why is None and name not in self.hessians:
+            why = "no X^T X"
+        elif why is None and in_axis != 1:
+            why = f"its inputs lie on axis {in_axis}"
+        elif why is None and hasattr(r, "lut") and (r.cluster_dim != 1 or r.per_channel_scale is not None
+                                                      or r.channel_axis != 0):
+            why = "vector LUTs, per-channel scales and LUTs along the input are not fed back"
+        elif why is None and hasattr(r, "scale") and any(m != 1 for m in r.scale.shape[2:]):
+            why = "blocks along the kernel axes are not fed back"
+        if why is not None:
+            self.result.calibrated[name] = f"{weighted} ({why})"
+            return r
+        fed, damping = feed_back(r, self.calibration.hessian_folds(name), damping=self.calibration.damping)
+        self.result.calibrated[name] = (f"error feedback, damping {damping:g}" if damping is not None else
+                                        f"{weighted}, plain rounding (it scored better on the held-out fold)")
+        return fed
 
     def emit(self, name, dtype, shape, r):
         if hasattr(r, "lut"):
