@@ -450,14 +450,6 @@ void quantize_impl(const In* w, const QuantizeSpec& s, int threads, std::uint8_t
     });
 }
 
-void check(const QuantizeSpec& s) {
-    if (s.rank < 1 || s.rank > 8) throw std::invalid_argument("quantize: rank must be in [1, 8]");
-    if (s.nbits != 4 && s.nbits != 8) throw std::invalid_argument("quantize: nbits must be 4 or 8");
-    for (int a = 0; a < s.rank; ++a)
-        if (s.block[a] <= 0 || s.shape[a] % s.block[a] != 0)
-            throw std::invalid_argument("quantize: block sizes must divide the shape");
-}
-
 }  // namespace
 
 std::size_t quantize_block_count(const QuantizeSpec& s) {
@@ -471,7 +463,7 @@ namespace {
 template <typename T, typename In, typename Out>
 void quantize_any(const In* weight, const QuantizeSpec& spec, int threads, std::uint8_t* data, bool pack, Out* scale,
                   std::uint8_t* zero_point) {
-    check(spec);
+    detail::check_spec(spec);
     const std::size_t len = contiguous_block_length(spec);
     if (len != 0 && (!pack || len <= kChunk || len % 8 == 0 || quantize_block_count(spec) == 1)) {
         quantize_contiguous<T>(weight, spec, len, threads, data, pack && spec.nbits < 8, scale, zero_point);

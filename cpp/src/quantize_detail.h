@@ -3,10 +3,26 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
 
 #include "weightpress/quantize.h"
 
 namespace weightpress::detail {
+
+// The integers the spec's dtype holds: [-2^(n-1), 2^(n-1) - 1] signed, [0, 2^n - 1] unsigned.
+inline int full_range_lo(const QuantizeSpec& s) { return s.is_signed ? -(1 << (s.nbits - 1)) : 0; }
+inline int full_range_hi(const QuantizeSpec& s) {
+    return s.is_signed ? (1 << (s.nbits - 1)) - 1 : (1 << s.nbits) - 1;
+}
+
+// The spec every quantization kernel accepts (std::invalid_argument otherwise).
+inline void check_spec(const QuantizeSpec& s) {
+    if (s.rank < 1 || s.rank > 8) throw std::invalid_argument("quantize: rank must be in [1, 8]");
+    if (s.nbits != 4 && s.nbits != 8) throw std::invalid_argument("quantize: nbits must be 4 or 8");
+    for (int a = 0; a < s.rank; ++a)
+        if (s.block[a] <= 0 || s.shape[a] % s.block[a] != 0)
+            throw std::invalid_argument("quantize: block sizes must divide the shape");
+}
 
 // Visits the elements of block `b` as runs of contiguous memory: f(offset, length).
 template <typename F>

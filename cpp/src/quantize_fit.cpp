@@ -426,8 +426,7 @@ Choice best_choice(const float* w, std::size_t n, const QuantizeSpec& spec, std:
     }
     const wp::BlockQuant cm = wp::block_qparams(mn, mx, static_cast<std::uint32_t>(spec.nbits), spec.is_signed,
                                                 spec.symmetric, D::kIsHalf);
-    const int full_lo = spec.is_signed ? -(1 << (spec.nbits - 1)) : 0;
-    const int full_hi = spec.is_signed ? (1 << (spec.nbits - 1)) - 1 : (1 << spec.nbits) - 1;
+    const int full_lo = detail::full_range_lo(spec), full_hi = detail::full_range_hi(spec);
     const bool has_zp = !(spec.is_signed && spec.symmetric);
     const int cm_zp = has_zp ? static_cast<int>(cm.stored_zp) : 0;
 
@@ -515,14 +514,9 @@ struct BlockScratch {
 template <typename D, typename In>
 void quantize_best_any(const In* weight, const QuantizeSpec& spec, int threads, std::uint8_t* data, bool pack,
                        typename D::Stored* scale_out, std::uint8_t* zp_out) {
-    if (spec.rank < 1 || spec.rank > 8) throw std::invalid_argument("quantize: rank must be in [1, 8]");
-    if (spec.nbits != 4 && spec.nbits != 8) throw std::invalid_argument("quantize: nbits must be 4 or 8");
+    detail::check_spec(spec);
     std::size_t count = 1;
-    for (int a = 0; a < spec.rank; ++a) {
-        if (spec.block[a] <= 0 || spec.shape[a] % spec.block[a] != 0)
-            throw std::invalid_argument("quantize: block sizes must divide the shape");
-        count *= static_cast<std::size_t>(spec.shape[a]);
-    }
+    for (int a = 0; a < spec.rank; ++a) count *= static_cast<std::size_t>(spec.shape[a]);
     const std::size_t blocks = quantize_block_count(spec);
     const bool packed = pack && spec.nbits < 8;
     std::vector<std::uint8_t> unpacked(packed ? count : 0);
@@ -537,8 +531,7 @@ void quantize_best_any(const In* weight, const QuantizeSpec& spec, int threads, 
         const std::size_t n = sc.values.size();
         sc.levels.resize(n);
         const Choice c = best_choice<D>(sc.values.data(), n, spec, sc.wd, sc.levels.data());
-        const int full_lo = spec.is_signed ? -(1 << (spec.nbits - 1)) : 0;
-        const int full_hi = spec.is_signed ? (1 << (spec.nbits - 1)) - 1 : (1 << spec.nbits) - 1;
+        const int full_lo = detail::full_range_lo(spec), full_hi = detail::full_range_hi(spec);
         block_error<D>(sc.values.data(), n, c.scale, full_lo - c.zero_point, full_hi - c.zero_point,
                        sc.levels.data());
         scale_out[b] = D::store(c.scale);
