@@ -158,7 +158,10 @@ def calibrated(wp, _core, rng, out):
     """Calibration's kernels: k-means weighted per element, the inverse-Hessian factor and
     error feedback onto LUTs and quantization levels (fp16 and fp32, a conv weight)."""
     cols = 96
-    x = rng.standard_normal((400, cols)) @ (rng.standard_normal((cols, cols)) * 0.3 + np.eye(cols))
+    # integer-valued inputs: X^T X is exact in float64 whatever BLAS numpy uses (OpenBLAS sums
+    # in another order on aarch64), so the kernels get the same bits on every platform
+    mix = 3 * np.eye(cols) + rng.integers(-1, 2, (cols, cols))
+    x = rng.integers(-4, 5, (400, cols)).astype(np.float64) @ mix
     h = x.T @ x
     out["ef-factor"] = digest(_core.inverse_hessian_factor(h, 0.1))
     importance = np.broadcast_to((x ** 2).mean(0), (48, cols))
