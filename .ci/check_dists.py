@@ -26,7 +26,7 @@ def main(dist):
     names = zipfile.ZipFile(os.path.join(dist, wheels[0])).namelist()
     package = [n for n in names if n.startswith("weightpress/")]
     required = ["weightpress/__init__.py", "weightpress/cli.py", "weightpress/_run_site/sitecustomize.py",
-                "weightpress/mlpackage/stream.py"]
+                "weightpress/mlpackage/stream.py", "weightpress/aimodel/emit.py"]
     missing = [r for r in required if r not in names]
     if missing or not any(n.startswith("weightpress/_core") and n.endswith((".so", ".pyd")) for n in names):
         fail(f"the wheel lacks {missing or 'the compiled extension weightpress/_core'}")
