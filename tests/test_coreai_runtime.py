@@ -159,3 +159,67 @@ def test_save_is_atomic_and_replaces(model, tmp_path):
     P.save(prog, dst)
     assert sorted(p.name for p in dst.iterdir()) == ["main.hash", "main.mlirb", "metadata.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["out.aimodel"]  # no staging left behind
+
+
+# ---------------------------------------------------------------- weightpress compress IN.aimodel
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "weightpress.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.mark.parametrize("method, expected", [
+    (["--quantize", "int4", "--quantize-granularity", "per_block", "--block-size", 4],
+     lambda w: wp.quantize(w, "int4", granularity="per_block", block_size=(1, 4) + (0,) * (w.ndim - 2))),
+    (["--quantize", "uint8", "--quantize-mode", "linear", "--quantize-granularity", "per_channel"],
+     lambda w: wp.quantize(w, "uint8", mode="linear", granularity="per_channel")),
+    (["--palettize", 3, "--granularity", "per_grouped_channel", "--group-size", 8],
+     lambda w: wp.palettize(w, 3, granularity="per_grouped_channel", group_size=8)),
+    (["--prune", 0.5], lambda w: wp.prune(w, target_sparsity=0.5)),
+], ids=["int4-b4", "uint8-channel", "lut3-g8", "prune50"])
+def test_compress_an_aimodel(model, tmp_path, method, expected):
+    """compress IN.aimodel -o OUT.aimodel: both weights (the Linear through a transpose into a
+    matmul, the conv) compressed with the axes coreai-opt infers, and the runtime's output
+    equals the uncompressed program's with the library's results swapped in."""
+    src, inputs, weights = model
+    out = tmp_path / "out.aimodel"
+    r = _cli("compress", src, "-o", out, *method, "--report")
+    assert r.returncode == 0, r.stderr
+    assert "2 weights compressed" in r.stdout and "(aimodel, target Core AI)" in r.stdout, r.stdout
+    reference = src
+    for name in ("conv", "fc"):  # the library's result for each weight, as a dense constant
+        dense = expected(weights[name]).decompress()
+        reference = _swap(reference, tmp_path / f"ref-{name}.aimodel", weights[name], lambda e, d=dense: e.dense(d))
+    got, want = P.run(out, inputs)["y"], P.run(reference, inputs)["y"]
+    np.testing.assert_allclose(got, want, rtol=0, atol=4e-6 * float(np.abs(want).max()))
+    assert (out / "main.mlirb").stat().st_size < (src / "main.mlirb").stat().st_size
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-o", "{tmp}/out.mlpackage", "--quantize", "int8"], "the output must be an .aimodel"),
+    (["-o", "{tmp}/out.aimodel", "--quantize", "int8", "--palettize", 4], "one method for now"),
+    (["-o", "{tmp}/out.aimodel", "--quantize", "int8", "--in-memory"], "does not take --in-memory"),
+    (["-o", "{tmp}/out.aimodel", "--palettize", 4, "--calibrate", "minilm"], "does not take --calibrate"),
+    (["-o", "{tmp}/out.aimodel", "--quantize", "int8", "--weight-threshold", 100000], "no compressible weights"),
+])
+def test_bad_aimodel_jobs_are_one_line_and_write_nothing(model, tmp_path, args, message):
+    out_dir = tmp_path / "outs"
+    out_dir.mkdir()
+    r = _cli("compress", model[0], *[str(a).replace("{tmp}", str(out_dir)) for a in args])
+    assert r.returncode == 2, r.stderr
+    lines = [line for line in r.stderr.strip().splitlines() if not line.startswith(("compressing ", "ODIE"))]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr, r.stderr
+    assert list(out_dir.iterdir()) == []
+
+
+def test_an_aimodel_without_its_program_is_refused(tmp_path):
+    broken = tmp_path / "broken.aimodel"
+    broken.mkdir()
+    (broken / "metadata.json").write_text("{}")
+    r = _cli("compress", broken, "-o", tmp_path / "o.aimodel", "--quantize", "int8")
+    assert r.returncode == 2 and "not an .aimodel (no main.mlirb)" in r.stderr, r.stderr
+    assert not (tmp_path / "o.aimodel").exists()

@@ -44,7 +44,7 @@ IN_MEMORY_FACTOR = 4
 @dataclass
 class JobResult:
     output: str
-    engine: str  # "streaming" or "in-memory"
+    engine: str  # "streaming", "in-memory" or "aimodel" (a Core AI program)
     spec_version: int
     seconds: float = 0.0
     size_in: int = 0
@@ -57,7 +57,7 @@ class JobResult:
 
     @property
     def target(self) -> str:
-        return TARGET_NAMES[self.spec_version]
+        return "Core AI" if self.engine == "aimodel" else TARGET_NAMES[self.spec_version]
 
 
 def choose_target(model_version: int, target: Optional[str]) -> "tuple[int, Optional[str]]":
@@ -80,9 +80,9 @@ def choose_target(model_version: int, target: Optional[str]) -> "tuple[int, Opti
     return version, note
 
 
-def check_output(input_path: str, output: str, overwrite: bool) -> None:
-    if not str(output).endswith(".mlpackage"):
-        raise ConfigError(f"{output}: the output must be an .mlpackage")
+def check_output(input_path: str, output: str, overwrite: bool, kind: str = ".mlpackage") -> None:
+    if not str(output).rstrip(os.sep).endswith(kind):
+        raise ConfigError(f"{output}: the output must be an {kind}")
     src, dst = os.path.realpath(input_path), os.path.realpath(output)
     if dst == src:
         raise ConfigError("the output must differ from the input (the input is never modified)")
@@ -126,6 +126,8 @@ def compress_model(input: str, output: str, config, *, target: Optional[str] = N
             getattr(c, "fit", "coremltools") != "coremltools" for step in config.steps for c in step.all()):
         raise ConfigError("quantize: fit 'best' runs on the streaming engine only (joint compression and the "
                           "in-memory engine run coremltools' passes, which take its own parameters)")
+    if str(input).rstrip(os.sep).endswith(".aimodel"):
+        return _compress_aimodel(input, output, config, engine, overwrite, report, calibration, target, notes, start)
     if calibration is not None:
         _check_calibrated(config, engine, error_feedback)
     damping = _check_damping(damping)
@@ -180,6 +182,30 @@ def compress_model(input: str, output: str, config, *, target: Optional[str] = N
     finally:
         if stats is not None:
             stats.close()
+
+
+def _compress_aimodel(input, output, config, engine, overwrite, report, calibration, target, notes, start):
+    """A Core AI program: one method over its selected constants (weightpress.aimodel)."""
+    from .aimodel.compress import compress_aimodel
+
+    if config.joint or any(isinstance(step, MixedConfig) for step in config.steps):
+        raise ConfigError("an .aimodel takes one method for now (no joint compression or recipes)")
+    if engine == "in-memory" or calibration is not None or target is not None:
+        what = "--in-memory" if engine == "in-memory" else "--calibrate" if calibration is not None else "--target"
+        raise ConfigError(f"an .aimodel does not take {what} (a Core ML option)")
+    if any(getattr(c, "fit", "coremltools") != "coremltools" for step in config.steps for c in step.all()):
+        raise ConfigError("an .aimodel takes coremltools' quantization parameters only for now (no --quantize-fit best)")
+    check_output(input, output, overwrite, ".aimodel")
+    if not os.path.isfile(os.path.join(input, "main.mlirb")):
+        raise PackageError(f"{input}: not an .aimodel (no main.mlirb)")
+    try:
+        import coreai  # noqa: F401
+    except ImportError:
+        raise ConfigError("an .aimodel needs coreai-core: pip install coreai-core") from None
+    done = compress_aimodel(input, output, config.steps[0], report=report)
+    result = JobResult(output=output, engine="aimodel", spec_version=0, compressed=done.compressed,
+                       skipped=done.skipped, rows=done.rows)
+    return _finish(result, input, output, start)
 
 
 def _check_calibrated(config, engine, error_feedback):

@@ -1,4 +1,4 @@
-"""weightpress compress IN.mlpackage -o OUT.mlpackage --palettize 4 [--quantize int8] ...
+"""weightpress compress IN.mlpackage|IN.aimodel -o OUT --palettize 4 [--quantize int8] ...
 
 Parses the command line into a Config (options.py), runs weightpress.job.compress_model and
 prints the summary. Methods run in command-line order; more than one is joint compression
@@ -20,8 +20,8 @@ TARGET_CHOICES = ("iOS16", "iOS17", "iOS18", "iOS26")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", metavar="IN", help="the .mlpackage to compress (never modified)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the .mlpackage to write")
+    p.add_argument("input", metavar="IN", help="the .mlpackage or .aimodel to compress (never modified)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the .mlpackage (or .aimodel) to write")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     add_method_arguments(p, recipe=True)
     p.add_argument("--target", choices=TARGET_CHOICES, default=None,

@@ -164,17 +164,7 @@ def block_sizes(cfg: OpConfig, shape, in_axis, out_axis):
     return sizes, out_axis
 
 
-def palettize_axis(sizes, shape, channel_axis):
-    """The grouped axis and its group size from the inferred block sizes."""
-    group, axis = 0, channel_axis
-    for a, (b, n) in enumerate(zip(sizes, shape)):
-        if b != 0 and b != n:
-            if axis is not None and axis != a:
-                raise ConfigError("General block-wise palettization is not supported")
-            axis, group = a, b
-    if axis is None:
-        axis = 0
-    return axis, group or shape[axis]
+from ..methods import palettize_axis  # noqa: E402,F401  (one rule for every container)
 
 
 STRUCTURAL_OK = {"conv": ("weight",), "linear": ("weight",)}

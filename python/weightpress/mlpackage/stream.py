@@ -33,7 +33,7 @@ from ..metrics import psnr
 from . import values as V
 from .emit import Emitter
 from .package import OPSETS, SPEC_IOS18, ModelPackage, function_order, publish, remove, temporary_sibling
-from .select import Graph, block_sizes, const_config, io_axes, palettize_axis, structural_prune_applies
+from .select import Graph, block_sizes, const_config, io_axes, structural_prune_applies
 from .weight_file import WeightFileReader, WeightFileWriter
 
 logger = logging.getLogger("weightpress.stream")
@@ -341,46 +341,29 @@ class _Walk:
             self.result.rows.append(row)
 
     def compress(self, name, weight, cfg, sizes, channel_axis, in_axis=None):
-        from ..api import palettize, prune, quantize
+        """weightpress.methods.compress_weight, with what an .mlpackage cannot express refused
+        first: custom LUT functions, vector sizes a conv's groups split, structured pruning
+        of other ops, LUT sizes iOS16 lacks."""
+        from ..methods import compress_weight, palettize_axis
 
+        importance = None
         if isinstance(cfg, PalettizeConfig):
             if cfg.mode == "custom":
                 raise StreamingUnsupported(f"const {name}: custom LUT functions")
-            axis, group = palettize_axis(sizes, weight.shape, channel_axis)
+            axis, _ = palettize_axis(sizes, weight.shape, channel_axis)
             if cfg.cluster_dim > 1 and not _cluster_dim_valid(weight.shape, cfg.cluster_dim, axis, name, self.graph):
                 raise NotApplicableError("palettize", f"cluster_dim {cfg.cluster_dim} is invalid for this op")
-            importance = None
             if name in self.moments and cfg.mode == "kmeans" and cfg.cluster_dim == 1 \
                     and not cfg.enable_per_channel_scale:
                 from ..calibrate import column_weights
 
                 importance = column_weights(self.moments[name], weight.shape, in_axis)
-            r = palettize(weight, None if cfg.mode == "unique" else cfg.nbits, mode=cfg.mode,
-                          granularity="per_grouped_channel", group_size=group, channel_axis=axis,
-                          cluster_dim=cfg.cluster_dim, enable_per_channel_scale=cfg.enable_per_channel_scale,
-                          sample_weight=importance)
-            if self.spec_version < SPEC_IOS18 and r.nbits not in (1, 2, 4, 6, 8):
-                raise ConfigError(f"const {name}: iOS16 LUTs take 2, 4, 16, 64 or 256 entries, not {1 << r.nbits}")
-            return r
-        if isinstance(cfg, QuantizeConfig):
-            return quantize(weight, cfg.dtype, mode=cfg.mode, granularity="per_block", block_size=tuple(sizes),
-                            fit=cfg.fit)
-        if isinstance(cfg, ThresholdPruneConfig):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                r = prune(weight, threshold=cfg.threshold, minimum_sparsity_percentile=cfg.minimum_sparsity_percentile)
-            reason = rules.prune_threshold_sparsity(r.sparsity, cfg.minimum_sparsity_percentile)
-            if reason:
-                raise NotApplicableError("prune", reason)
-            return r
-        assert isinstance(cfg, MagnitudePruneConfig)
-        if not self._structural_ok(name, cfg):
+        if isinstance(cfg, MagnitudePruneConfig) and not self._structural_ok(name, cfg):
             raise NotApplicableError("prune", "structured pruning applies to conv and linear weights only")
-        if cfg.n_m_ratio is not None:
-            return prune(weight, n_m_ratio=cfg.n_m_ratio, dim=cfg.dim)
-        return prune(weight, target_sparsity=cfg.target_sparsity, block_size=cfg.block_size, dim=cfg.dim)
+        r = compress_weight(weight, cfg, sizes, channel_axis, importance)
+        if isinstance(cfg, PalettizeConfig) and self.spec_version < SPEC_IOS18 and r.nbits not in (1, 2, 4, 6, 8):
+            raise ConfigError(f"const {name}: iOS16 LUTs take 2, 4, 16, 64 or 256 entries, not {1 << r.nbits}")
+        return r
 
     def calibrate(self, name, r, in_axis, feedback_over=None):
         """Error feedback on a compressed const whose X^T X calibration measured, where its
