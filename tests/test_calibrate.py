@@ -69,25 +69,32 @@ MODEL_SOURCE = textwrap.dedent('''
 ''')
 
 
-@pytest.fixture(scope="module")
-def calib(tmp_path_factory, ct):
+def _converted(ct, base, name, source, model_class, shape, precision):
+    """(the imported model module, the path of its model converted to an iOS18 ML program)."""
     import importlib
+
     import torch
 
-    base = tmp_path_factory.mktemp("calib")
-    (base / "calib_model.py").write_text(MODEL_SOURCE)
+    (base / f"{name}.py").write_text(source)
     sys.path.insert(0, str(base))
     try:
-        module = importlib.import_module("calib_model")
+        module = importlib.import_module(name)
     finally:
         sys.path.remove(str(base))
-    model = module.Net().eval()
+    model = getattr(module, model_class)().eval()
     with torch.no_grad():
-        traced = torch.jit.trace(model, module.inputs(0, 4))
-    mlmodel = ct.convert(traced, inputs=[ct.TensorType(name="x", shape=(4, 64))], convert_to="mlprogram",
-                         minimum_deployment_target=ct.target.iOS18, compute_precision=ct.precision.FLOAT16)
-    path = str(base / "net.mlpackage")
+        traced = torch.jit.trace(model, module.inputs(0, shape[0]))
+    mlmodel = ct.convert(traced, inputs=[ct.TensorType(name="x", shape=shape)], convert_to="mlprogram",
+                         minimum_deployment_target=ct.target.iOS18, compute_precision=precision)
+    path = str(base / f"{name}.mlpackage")
     mlmodel.save(path)
+    return module, path
+
+
+@pytest.fixture(scope="module")
+def calib(tmp_path_factory, ct):
+    base = tmp_path_factory.mktemp("calib")
+    module, path = _converted(ct, base, "calib_model", MODEL_SOURCE, "Net", (4, 64), ct.precision.FLOAT16)
     return base, path, module
 
 
@@ -256,23 +263,11 @@ def test_conv_layers_get_error_feedback_on_their_unfolded_inputs(ct, tmp_path):
     """A conv net through the CLI: every conv weight (4-D, inputs on axis 1) is fed back on
     X^T X of its unfolded inputs, bit for bit what the library computes from the same
     statistics, and the held-out output error drops against coremltools' quantization."""
-    import importlib
-
     import torch
 
-    (tmp_path / "conv_model.py").write_text(CONV_SOURCE)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        module = importlib.import_module("conv_model")
-    finally:
-        sys.path.remove(str(tmp_path))
+    module, src = _converted(ct, tmp_path, "conv_model", CONV_SOURCE, "ConvNet", (2, 8, 12, 12),
+                             ct.precision.FLOAT32)
     model = module.ConvNet().eval()
-    with torch.no_grad():
-        traced = torch.jit.trace(model, module.inputs(0, 2))
-    mlmodel = ct.convert(traced, inputs=[ct.TensorType(name="x", shape=(2, 8, 12, 12))], convert_to="mlprogram",
-                         minimum_deployment_target=ct.target.iOS18, compute_precision=ct.precision.FLOAT32)
-    src = tmp_path / "conv.mlpackage"
-    mlmodel.save(str(src))
     plain, fed = tmp_path / "plain.mlpackage", tmp_path / "fed.mlpackage"
     method = ["--quantize", "int4", "--quantize-granularity", "per_block", "--block-size", 4, "--weight-threshold", 0]
     r = _cli(tmp_path, "compress", src, "-o", plain, *method)
