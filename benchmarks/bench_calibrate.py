@@ -31,7 +31,7 @@ The "cal. dB" column is the same PSNR on the calibration sentences: its gap to t
 PSNR shows overfitting. "worse" counts held-out sentences whose last hidden state is further
 (MSE) from the original than under the same format without data (the row's baseline).
 
-    python benchmarks/bench_calibrate.py [--no-coremltools]
+    python benchmarks/bench_calibrate.py [--no-coremltools] [--kernels]
 """
 
 from __future__ import annotations
@@ -212,6 +212,31 @@ def rows(moments, hessians, folds):
 DAMPINGS_CHOSEN = []
 
 
+def kernel_times():
+    """The error-feedback kernels alone at MiniLM's two input widths (best of 3, all cores):
+    U of the damped inverse Hessian, and one feedback pass onto 4-bit g16 LUTs."""
+    import weightpress as wp
+    from weightpress import _core
+
+    print(f"# error-feedback kernels; {machine()}")
+    print(f"{'rows x inputs':>14} {'factor s':>9} {'feedback s':>11}")
+    rng = np.random.default_rng(0)
+    for rows, n in ((1536, 384), (384, 1536)):
+        x = rng.standard_normal((4 * n, n))
+        h = x.T @ x
+        r = wp.palettize((rng.standard_normal((rows, n)) * 0.05).astype(np.float16), 4,
+                         granularity="per_grouped_channel", group_size=16)
+        factor, total = [], []
+        for _ in range(3):
+            start = time.perf_counter()
+            _core.inverse_hessian_factor(h, 0.1, 0)
+            factor.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            r.error_feedback(h, damping=0.1)
+            total.append(time.perf_counter() - start)
+        print(f"{f'{rows} x {n}':>14} {min(factor):9.3f} {min(total) - min(factor):11.3f}")
+
+
 BASELINES = {"int4 b32": "int4 b32, coremltools", "int8 per-channel": "int8 per-channel, coremltools",
              "4-bit g16": "4-bit g16 LUT", "4-bit per-tensor": "4-bit per-tensor LUT",
              "3-bit per-tensor": "3-bit per-tensor LUT", "coremltools SKM 4-bit g16": "4-bit g16 LUT",
@@ -237,7 +262,10 @@ def main():
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--no-coremltools", action="store_true", help="skip the SKMPalettizer and GPTQ rows")
+    p.add_argument("--kernels", action="store_true", help="only time the factorisation and one feedback pass")
     args = p.parse_args()
+    if args.kernels:
+        return kernel_times()
 
     model, tokenizer = minilm.load_torch_model()
     batch = tokenizer(minilm.HELD_OUT)

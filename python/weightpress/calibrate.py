@@ -92,16 +92,21 @@ def _layer_modules(model, consts: Sequence[str]) -> Dict[str, object]:
     return found
 
 
-def _run_model(model, inputs, what="running the model on its sample inputs"):
+def _model_failed(exc: Exception) -> CalibrationError:
+    """The model refusing its own sample inputs (wrong shape, dtype), as one line."""
+    return CalibrationError(f"calibrate: running the model on its sample inputs failed: "
+                            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+
+
+def _run_model(model, inputs):
     from .plan.quality import _run
 
     try:
         _run(model, inputs)
     except CalibrationError:
         raise
-    except Exception as exc:  # the model refusing its own sample inputs (wrong shape, dtype)
-        raise CalibrationError(f"calibrate: {what} failed: "
-                               f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    except Exception as exc:
+        raise _model_failed(exc) from None
 
 
 def input_moments(model, inputs, consts: Sequence[str]) -> Tuple[Dict[str, np.ndarray], List[str]]:
@@ -113,9 +118,8 @@ def input_moments(model, inputs, consts: Sequence[str]) -> Tuple[Dict[str, np.nd
         moments = torch_activations(model, inputs, mapped)
     except CalibrationError:
         raise
-    except Exception as exc:  # the model refusing its own sample inputs (wrong shape, dtype)
-        raise CalibrationError(f"calibrate: running the model on its sample inputs failed: "
-                               f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    except Exception as exc:
+        raise _model_failed(exc) from None
     for c, m in moments.items():
         if not np.all(np.isfinite(m)):
             raise CalibrationError(f"calibrate: the input of {c} holds NaN or Inf activations")
@@ -143,6 +147,16 @@ def column_weights(moments: np.ndarray, shape, in_axis: int) -> np.ndarray:
 DAMPING_CANDIDATES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 
 
+def _output_error(result, fitted, hessians) -> float:
+    """sum over `hessians` of tr(dW H dW^T), dW = the weight `result` compressed minus what
+    `fitted` decodes to, both as (output channels, inputs): the squared output error on those
+    inputs."""
+    reference = np.asarray(result._reference, dtype=np.float64)
+    reference = reference.reshape(reference.shape[0], -1)
+    dw = reference - fitted.decompress().astype(np.float64).reshape(reference.shape)
+    return sum(float(np.sum((dw @ h) * dw)) for h in hessians)
+
+
 def choose_damping(result, hessian_folds, candidates=DAMPING_CANDIDATES, num_threads=None, stop_early=True):
     """The damping for `result.error_feedback` chosen on calibration data alone, by
     cross-validation: for each fold, error feedback fitted on the other folds' X^T X is scored
@@ -157,16 +171,11 @@ def choose_damping(result, hessian_folds, candidates=DAMPING_CANDIDATES, num_thr
     folds = [np.asarray(h, dtype=np.float64) for h in hessian_folds]
     if len(folds) < 2:
         raise ValueError("choose_damping: give at least two folds of X^T X")
-    reference = np.asarray(result._reference, dtype=np.float64)
-    reference = reference.reshape(reference.shape[0], -1)
     total = sum(folds)
     scores = {}
     for damping in sorted(candidates, reverse=True):
-        score = 0.0
-        for h in folds:
-            fitted = result.error_feedback(total - h, damping=damping, num_threads=num_threads)
-            dw = reference - fitted.decompress().astype(np.float64).reshape(reference.shape)
-            score += float(np.sum((dw @ h) * dw))
+        score = sum(_output_error(result, result.error_feedback(total - h, damping=damping, num_threads=num_threads),
+                                  [h]) for h in folds)
         if stop_early and scores and score > min(scores.values()):
             scores[damping] = score
             break
@@ -185,10 +194,7 @@ def feed_back(result, hessian_folds, candidates=DAMPING_CANDIDATES, num_threads=
     if damping is not None:
         return result.error_feedback(sum(folds), damping=damping, num_threads=num_threads), damping
     damping, scores = choose_damping(result, folds, candidates, num_threads)
-    dw = np.asarray(result._reference, dtype=np.float64) - result.decompress().astype(np.float64)
-    dw = dw.reshape(dw.shape[0], -1)
-    plain = sum(float(np.sum((dw @ h) * dw)) for h in folds)
-    if plain <= scores[damping]:
+    if _output_error(result, result, folds) <= scores[damping]:
         return result, None
     return result.error_feedback(sum(folds), damping=damping, num_threads=num_threads), damping
 

@@ -20,13 +20,12 @@ modified.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
-
-import numpy as np
 
 from ._arrays import num_threads_default
 from .config import Config, MixedConfig, as_config
@@ -235,7 +234,7 @@ def _check_damping(damping):
         value = float(damping)
     except (TypeError, ValueError):
         value = float("nan")
-    if not (value >= 0 and np.isfinite(value)):
+    if not (value >= 0 and math.isfinite(value)):
         raise ConfigError(f"calibrate: damping must be 'auto' or a finite number >= 0, got {damping!r}")
     return value
 

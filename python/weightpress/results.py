@@ -208,9 +208,8 @@ class PalettizeResult(CompressedWeight):
         (in, kernel...) axes taken together, as torch's unfold orders them), LUTs per tensor or
         per group of output channels (axis 0), scalar and without a per-channel scale."""
         op = "palettize"
-        if self.cluster_dim != 1 or self.per_channel_scale is not None or self.channel_axis != 0:
-            raise ValueError(f"{op}: error feedback takes scalar LUTs over output channels (channel_axis 0) "
-                             "without a per-channel scale")
+        if self.feedback_limit:
+            raise ValueError(f"{op}: {self.feedback_limit}")
         u = _feedback_factor(self._reference, hessian, damping, op, num_threads)
         matrix = _feedback_matrix(self._reference, op)
         rows = matrix.shape[0]
@@ -222,6 +221,13 @@ class PalettizeResult(CompressedWeight):
         parts = LutParts(self.nbits, self.mode, self.channel_axis, self.group_size, 1, self._lut_groups,
                          codes.astype(np.uint8).reshape(groups, -1), None, self.num_clusters, None, None)
         return PalettizeResult(self._reference, parts)
+
+    @property
+    def feedback_limit(self) -> Optional[str]:
+        """Why error_feedback does not take this palettization, or None when it does."""
+        if self.cluster_dim != 1 or self.per_channel_scale is not None or self.channel_axis != 0:
+            return "error feedback takes scalar LUTs over output channels (channel_axis 0) without a per-channel scale"
+        return None
 
     def ios18(self, target: str = "iOS18") -> Ios18Lut:
         """The parts coremltools emits for `target` ("iOS18" or "iOS26")."""
@@ -373,12 +379,11 @@ class QuantizeResult(CompressedWeight):
         axis 0, inputs after (a conv weight's kernel axes unblocked); scales per tensor, per
         output channel or per block along the input channels."""
         op = "quantize"
+        if self.feedback_limit:
+            raise ValueError(f"{op}: {self.feedback_limit}")
         u = _feedback_factor(self._reference, hessian, damping, op, num_threads)
         matrix = _feedback_matrix(self._reference, op)
         rows, cols = matrix.shape
-        if any(m != 1 for m in self.scale.shape[2:]):
-            raise ValueError(f"{op}: error feedback takes blocks along axes 0 and 1 only, got scales of shape "
-                             f"{self.scale.shape}")
         grid_rows, grid_cols = self.scale.shape[0], self.scale.shape[1]
         col_block = cols // grid_cols  # a block of input channels spans their kernel positions
         expand = rows // grid_rows  # per-tensor scales repeat down the rows
@@ -393,6 +398,13 @@ class QuantizeResult(CompressedWeight):
         data = codes.astype(np.int8 if self.signed else np.uint8).reshape(self.shape)
         return QuantizeResult(self._reference, QuantParts(self.dtype, self.mode, self.block_sizes, data, self.scale,
                                                           self.offset))
+
+    @property
+    def feedback_limit(self) -> Optional[str]:
+        """Why error_feedback does not take this quantization, or None when it does."""
+        if any(m != 1 for m in self.scale.shape[2:]):
+            return f"error feedback takes blocks along axes 0 and 1 only, got scales of shape {self.scale.shape}"
+        return None
 
     @cached_property
     def sse(self) -> float:

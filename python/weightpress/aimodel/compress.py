@@ -18,16 +18,13 @@ from typing import List, Optional
 
 import numpy as np
 
-from ..config import MethodConfig, PalettizeConfig, QuantizeConfig
+from ..config import DEFAULT_WEIGHT_THRESHOLD, MethodConfig, PalettizeConfig, QuantizeConfig
 from ..errors import ConfigError, NonFiniteWeightError, NotApplicableError
 from ..metrics import psnr
 from . import program as P
 from .select import THRESHOLD, io_axes, selected
 
 logger = logging.getLogger("weightpress.aimodel")
-
-DEFAULT_THRESHOLD = 2048  # an OpConfig's default (coremltools'); .aimodel uses coreai-opt's 1024 instead
-
 
 @dataclass
 class AimodelResult:
@@ -54,7 +51,8 @@ def compress_aimodel(input_path: str, output_path: str, step: MethodConfig, *, r
                           "that Core ML configs select by")
     if isinstance(cfg, PalettizeConfig) and (cfg.mode == "custom" or cfg.enable_per_channel_scale):
         raise ConfigError("an .aimodel does not take LUTs with a custom function or a per-channel scale yet")
-    threshold = THRESHOLD if cfg.weight_threshold == DEFAULT_THRESHOLD else cfg.weight_threshold
+    # an OpConfig's default is coremltools' 2048; an .aimodel takes coreai-opt's 1024 instead
+    threshold = THRESHOLD if cfg.weight_threshold == DEFAULT_WEIGHT_THRESHOLD else cfg.weight_threshold
     result = AimodelResult(rows=[] if report else None)
     prog = P.load(input_path)
     for index, op in enumerate(P.constants(prog)):

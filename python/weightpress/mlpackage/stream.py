@@ -289,7 +289,7 @@ class _Walk:
         try:
             r = self.compress(name, weight, cfg, sizes, channel_axis, in_axis)
             if r is not None and name in self.moments:
-                r = self.calibrate(name, r, in_axis, feedback_over)
+                r = self.calibrate(name, cfg, r, in_axis, feedback_over)
         except NonFiniteWeightError as exc:
             # the kernels found NaN/Inf in their own pass (no separate scan of every weight)
             if isinstance(cfg, QuantizeConfig) and not exc.is_nan:
@@ -353,8 +353,7 @@ class _Walk:
             axis, _ = palettize_axis(sizes, weight.shape, channel_axis)
             if cfg.cluster_dim > 1 and not _cluster_dim_valid(weight.shape, cfg.cluster_dim, axis, name, self.graph):
                 raise NotApplicableError("palettize", f"cluster_dim {cfg.cluster_dim} is invalid for this op")
-            if name in self.moments and cfg.mode == "kmeans" and cfg.cluster_dim == 1 \
-                    and not cfg.enable_per_channel_scale:
+            if self._activation_weighted(name, cfg):
                 from ..calibrate import column_weights
 
                 importance = column_weights(self.moments[name], weight.shape, in_axis)
@@ -365,24 +364,26 @@ class _Walk:
             raise ConfigError(f"const {name}: iOS16 LUTs take 2, 4, 16, 64 or 256 entries, not {1 << r.nbits}")
         return r
 
-    def calibrate(self, name, r, in_axis, feedback_over=None):
+    def _activation_weighted(self, name, cfg) -> bool:
+        """Calibration weighs this const's k-means by its inputs' E[x^2] (scalar LUTs without a
+        per-channel scale)."""
+        return name in self.moments and isinstance(cfg, PalettizeConfig) and cfg.mode == "kmeans" \
+            and cfg.cluster_dim == 1 and not cfg.enable_per_channel_scale
+
+    def calibrate(self, name, cfg, r, in_axis, feedback_over=None):
         """Error feedback on a compressed const whose X^T X calibration measured, where its
-        format allows (inputs on axis 1, scalar LUTs per tensor or per group of output
-        channels without a per-channel scale, quantization blocked along axes 0 and 1);
-        records how the const's numbers were chosen."""
+        format allows (inputs on axis 1; the result's own feedback_limit); records how the
+        const's numbers were chosen."""
         from ..calibrate import feed_back
 
-        weighted = "activation-weighted" if hasattr(r, "lut") and r.mode == "kmeans" else "data-free"
+        weighted = "activation-weighted" if self._activation_weighted(name, cfg) else "data-free"
         why = self.calibration.weighted_only.get(name) or feedback_over
         if why is None and name not in self.hessians:
             why = "no X^T X"
         elif why is None and in_axis != 1:
             why = f"its inputs lie on axis {in_axis}"
-        elif why is None and hasattr(r, "lut") and (r.cluster_dim != 1 or r.per_channel_scale is not None
-                                                      or r.channel_axis != 0):
-            why = "vector LUTs, per-channel scales and LUTs along the input are not fed back"
-        elif why is None and hasattr(r, "scale") and any(m != 1 for m in r.scale.shape[2:]):
-            why = "blocks along the kernel axes are not fed back"
+        elif why is None:
+            why = getattr(r, "feedback_limit", "pruning is not fed back")
         if why is not None:
             self.result.calibrated[name] = f"{weighted} ({why})"
             return r
